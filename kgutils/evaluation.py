@@ -1,0 +1,133 @@
+"""Evaluate predictions files: the glue between predictions JSONL, :mod:`kgutils.metrics`, tables and figures.
+
+Two layouts are read, both one JSON object a line:
+
+* the repository's (written by :func:`kgutils.generate.predict_file`): ``id, prompt, gold_parsed, pred_raw,
+  pred_parsed, parse_status, pred_repaired, repair_status, ...``;
+* the seed card's published prediction files: ``prompt, gold_raw, gold_parsed, pred_raw, pred_parsed``.
+
+``parser="card"`` scores ``pred_parsed`` as stored (or the card's parse of ``pred_raw`` when absent): the
+numbers compare with the card. ``parser="robust"`` scores the repaired parse instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .formats import parse_output
+from .io import read_jsonl, resolve
+from .metrics import METRICS, evaluate, parse_card_output
+
+PARSERS = ("card", "robust")
+AXES = ("schema", "entity_f1", "relation_acc", "weight", "grounding", "composite")
+
+
+def load_predictions(path: str | Path, parser: str = "card") -> list[dict[str, Any]]:
+    """Read a predictions file into metric entries ``{id, prompt, gold, pred, parse_status}``.
+
+    Raises:
+        ValueError: on an unknown parser, or a row with neither a gold list nor a prediction field
+            (the message names the file and row).
+    """
+    if parser not in PARSERS:
+        raise ValueError(f"unknown parser {parser!r}; choose one of {list(PARSERS)}")
+    rows = read_jsonl(path)
+    entries = []
+    for n, row in enumerate(rows):
+        gold = row.get("gold_parsed", row.get("gold", row.get("triplets")))
+        if gold is None:
+            raise ValueError(f"{path}: row {n + 1} has no gold_parsed/gold field")
+        raw = row.get("pred_raw")
+        if parser == "robust":
+            if "pred_repaired" in row:
+                pred, status = row["pred_repaired"], row.get("repair_status", "ok")
+            elif isinstance(raw, str):
+                res = parse_output(raw)
+                pred, status = res.items, res.status
+            else:
+                pred, status = row.get("pred_parsed", row.get("pred")), "ok"
+        else:
+            if "pred_parsed" in row or "pred" in row:
+                pred = row.get("pred_parsed", row.get("pred"))
+                status = row.get("parse_status") or (parse_card_output(raw)[1] if isinstance(raw, str) else "ok")
+            elif isinstance(raw, str):
+                pred, status = parse_card_output(raw)
+            else:
+                raise ValueError(f"{path}: row {n + 1} has none of pred_parsed, pred, pred_raw")
+        entries.append(
+            {
+                "id": str(row.get("id", n)),
+                "prompt": row.get("prompt") or row.get("text") or "",
+                "gold": gold,
+                "pred": pred,
+                "parse_status": status,
+            }
+        )
+    return entries
+
+
+def evaluate_file(
+    path: str | Path, metric: str = "hgr", parser: str = "card", n_resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Score one predictions file; returns :func:`kgutils.metrics.evaluate`'s result plus parse statistics."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    entries = load_predictions(path, parser)
+    result = evaluate(entries, metric=metric, n_resamples=n_resamples, seed=seed)
+    statuses = Counter(e["parse_status"] for e in entries)
+    n = len(entries)
+    result["file"] = str(resolve(path))
+    result["parser"] = parser
+    result["parse_status"] = dict(statuses)
+    result["parse_failure_rate"] = (n - statuses.get("ok", 0) - statuses.get("repaired", 0)) / n if n else 0.0
+    for entry, scored in zip(entries, result["per_entry"]):
+        scored["id"] = entry["id"]
+        scored["parse_status"] = entry["parse_status"]
+    return result
+
+
+def summary_row(result: dict[str, Any], label: str = "") -> dict[str, Any]:
+    """One flat row for a comparison table: macro axes with intervals, micro F1, parse failures."""
+    row: dict[str, Any] = {"run": label or Path(result.get("file", "")).stem, "metric": result["metric"], "n": result["n"]}
+    for axis in AXES:
+        row[axis] = result["macro"].get(axis)
+        ci = result.get("ci", {}).get(axis)
+        if ci:
+            row[f"{axis}_lo"], row[f"{axis}_hi"] = ci
+    micro = result.get("micro", {})
+    for k in ("entity_p", "entity_r", "entity_f1", "triplet_f1", "hard_hallucination_rate"):
+        row[f"micro_{k}"] = micro.get(k)
+    cal = result.get("calibration") or {}
+    row["ece"], row["brier"] = cal.get("ece"), cal.get("brier")
+    row["parse_failure_rate"] = result.get("parse_failure_rate")
+    return row
+
+
+def per_entry_frame(result: dict[str, Any]):
+    """A pandas DataFrame with one row per entry (scores and counts, no pair details)."""
+    import pandas as pd
+
+    keep = [
+        "id", "parse_status", "n_gold", "n_pred", "entity_tp", "schema", "entity_p", "entity_r", "entity_f1",
+        "triplet_f1", "relation_acc", "weight", "grounding", "composite", "n_self_loops", "n_hard_halluc",
+    ]  # fmt: skip
+    rows = [{k: e.get(k) for k in keep} for e in result["per_entry"]]
+    return pd.DataFrame(rows, columns=keep)
+
+
+def relation_confusion(result: dict[str, Any]):
+    """Gold × predicted relation counts over kept pairs whose entities match (a pandas DataFrame)."""
+    import pandas as pd
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for entry in result["per_entry"]:
+        for pair in entry.get("pairs", []):
+            if pair.get("entity_match"):
+                counts[(pair["gold_relation"], pair["pred_relation"] or "(none)")] += 1
+    if not counts:
+        return pd.DataFrame()
+    frame = pd.Series(counts).unstack(fill_value=0)
+    frame.index.name, frame.columns.name = "gold relation", "predicted relation"
+    return frame.sort_index().sort_index(axis=1)

@@ -1,0 +1,175 @@
+"""The study's ontology and the typed records it constrains.
+
+Three record shapes appear in the study:
+
+* the graph-JSON triplet the extraction models emit
+  (``{source{title,type}, relation{type,weight}, target{title,type}}``),
+* the subject/predicate/object triple with qualifiers used by the Gemma recipe,
+* the relation-classification example used by the MixTune recipe.
+
+The pydantic models here are strict about the ontology; the metric in
+:mod:`kgutils.metrics` deliberately checks shape only (as the card does) and
+does not use them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+
+RELATIONS: tuple[str, ...] = (
+    "implements",
+    "trained_on",
+    "evaluates",
+    "part_of",
+    "introduces",
+    "extends",
+    "depends_on",
+    "contrasts_with",
+    "applied_to",
+    "measured_by",
+    "founded_by",
+    "developed_by",
+    "defined_as",
+    "consists_of",
+    "is_type_of",
+    "based_on",
+    "used_for",
+    "created_by",
+    "located_in",
+    "predecessor_of",
+)
+RELATION_SET: frozenset[str] = frozenset(RELATIONS)
+
+ENTITY_TYPES: tuple[str, ...] = ("entity", "concept")
+ENTITY_TYPE_SET: frozenset[str] = frozenset(ENTITY_TYPES)
+
+RelationType = Literal[RELATIONS]  # type: ignore[valid-type]
+EntityType = Literal[ENTITY_TYPES]  # type: ignore[valid-type]
+
+
+class Node(BaseModel):
+    """One endpoint of a triplet: a named entity or a concept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, description="Entity name as it should appear in the graph.")
+    type: EntityType = Field(description="'entity' for named things, 'concept' for abstract ideas.")
+
+    @field_validator("title")
+    @classmethod
+    def _strip_title(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("title is empty")
+        return v
+
+
+class Relation(BaseModel):
+    """A typed, weighted edge label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: RelationType = Field(description="One of the 20 ontology relations.")
+    # strict: lax mode would coerce the string "0.9" to 0.9, accepting items the metric's shape check rejects.
+    weight: float = Field(ge=0.0, le=1.0, strict=True, description="Confidence that the passage supports the edge.")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("weight must be a number, not a boolean")
+        return v
+
+
+class Triplet(BaseModel):
+    """The graph-JSON triplet: ``{source, relation, target}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Node
+    relation: Relation
+    target: Node
+
+
+class SPOTriple(BaseModel):
+    """Subject/predicate/object triple with free-form qualifiers (Gemma recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1)
+    predicate: str = Field(min_length=1)
+    object: str = Field(min_length=1)
+    qualifiers: dict[str, Any] = Field(default_factory=dict)
+
+
+class SPODocument(BaseModel):
+    """The Gemma recipe's output object: ``{"triples": [...]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    triples: list[SPOTriple] = Field(default_factory=list)
+
+
+class RelationExample(BaseModel):
+    """A relation-classification example: two marked entities in a sentence and one label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    head: str = Field(min_length=1)
+    tail: str = Field(min_length=1)
+    label: str = Field(description="Relation label; dataset-specific, may be a negative label such as 'Other'.")
+    dataset: str = ""
+    id: str = ""
+
+
+class Extraction(RootModel[list[Triplet]]):
+    """Root model of the extraction output: a JSON array of triplets."""
+
+
+def extraction_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the extraction output: an array of ontology triplets."""
+    item = Triplet.model_json_schema()
+    defs = item.pop("$defs", {})
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "KG triplet extraction output",
+        "type": "array",
+        "items": {"$ref": "#/$defs/Triplet"},
+        "$defs": {**defs, "Triplet": item},
+    }
+    return schema
+
+
+def validate_triplet(obj: Any) -> tuple[Triplet | None, str | None]:
+    """Validate one item against the ontology.
+
+    Returns:
+        ``(triplet, None)`` when valid, ``(None, reason)`` otherwise. Never raises.
+    """
+    try:
+        return Triplet.model_validate(obj), None
+    except Exception as exc:  # pydantic.ValidationError or anything odd in obj
+        first = getattr(exc, "errors", lambda: [{"msg": str(exc), "loc": ()}])()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return None, f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+
+
+def is_ontology_relation(name: Any) -> bool:
+    """True when ``name`` (stripped, lowercased) is one of the 20 relations."""
+    return isinstance(name, str) and name.strip().lower() in RELATION_SET
+
+
+def schema_for_prompt() -> str:
+    """A compact JSON example of the output shape, for prompts."""
+    example = [
+        {
+            "source": {"title": "BERT", "type": "entity"},
+            "relation": {"type": "developed_by", "weight": 0.95},
+            "target": {"title": "Google", "type": "entity"},
+        }
+    ]
+    return json.dumps(example)

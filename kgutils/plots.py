@@ -1,0 +1,139 @@
+"""Seaborn figures for evaluation results. Every function saves PNG files and returns the figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless under papermill and CI; notebooks still display the returned figure
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+AXIS_LABELS = {
+    "schema": "schema",
+    "entity_f1": "entity F1",
+    "relation_acc": "relation acc.",
+    "weight": "weight",
+    "grounding": "grounding",
+    "composite": "composite",
+}
+
+
+def save(fig: Any, name: str, folders: Sequence[str | Path | None]) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` into every non-empty folder; returns the paths written."""
+    from .io import resolve
+
+    paths = []
+    for folder in folders:
+        if not folder:
+            continue
+        out = resolve(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def axis_scores(rows: Sequence[dict[str, Any]], title: str = "Hungarian-matching axes (macro, 95% CI)"):
+    """Grouped bars of the macro axis scores per run/metric with bootstrap intervals as error bars.
+
+    Args:
+        rows: :func:`kgutils.evaluation.summary_row` dicts.
+    """
+    import numpy as np
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    axes = list(AXIS_LABELS)
+    groups = [f"{r['run']} [{r['metric']}]" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(axes)), 4.2))
+    width = 0.8 / max(len(rows), 1)
+    palette = sns.color_palette("deep", len(rows))
+    x = np.arange(len(axes))
+    for g, (row, label) in enumerate(zip(rows, groups)):
+        vals = [row.get(a) if row.get(a) is not None else np.nan for a in axes]
+        lo = [row.get(f"{a}_lo", np.nan) for a in axes]
+        hi = [row.get(f"{a}_hi", np.nan) for a in axes]
+        err = np.array(
+            [[v - l if l is not None and not np.isnan(l) else 0 for v, l in zip(vals, lo)],
+             [h - v if h is not None and not np.isnan(h) else 0 for v, h in zip(vals, hi)]]
+        )  # fmt: skip
+        err = np.clip(np.nan_to_num(err), 0, None)
+        pos = x - 0.4 + width * (g + 0.5)
+        ax.bar(pos, vals, width=width, color=palette[g], label=label, yerr=err, capsize=3)
+        for px, v in zip(pos, vals):
+            if not np.isnan(v):
+                ax.text(px, min(v + 0.02, 1.02), f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [AXIS_LABELS[a] for a in axes])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def relation_confusion(frame: Any, title: str = "Relations of entity-matched pairs (gold × predicted)"):
+    """Heatmap of a gold × predicted relation count table (:func:`kgutils.evaluation.relation_confusion`)."""
+    sns.set_theme(style="white", context="notebook")
+    if frame is None or getattr(frame, "empty", True):
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no entity-matched pairs: nothing to compare", ha="center", va="center")
+        ax.set_title(title)
+        return fig
+    h, w = frame.shape
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * w + 3), max(3.5, 0.45 * h + 1.5)))
+    sns.heatmap(frame, annot=True, fmt="d", cmap="Blues", cbar=False, linewidths=0.5, ax=ax)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(results: Sequence[tuple[str, dict[str, Any]]], title: str = "Weight reliability"):
+    """Reliability diagram: mean predicted weight vs. share of correct (full-match) predictions per bin.
+
+    Args:
+        results: ``(label, calibration)`` pairs, ``calibration`` as in ``metrics.evaluate(...)["calibration"]``.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    palette = sns.color_palette("deep", len(results))
+    for (label, cal), color in zip(results, palette):
+        bins = [b for b in (cal or {}).get("bins", []) if b.get("count")]
+        if not bins:
+            continue
+        xs = [b["mean_weight"] for b in bins]
+        ys = [b["accuracy"] for b in bins]
+        sizes = [20 + 180 * b["count"] / max(x["count"] for x in bins) for b in bins]
+        ece = cal.get("ece")
+        lab = f"{label} (ECE {ece:.3f}, n={cal.get('n')})" if ece is not None else label
+        ax.plot(xs, ys, marker="o", color=color, label=lab)
+        ax.scatter(xs, ys, s=sizes, color=color, alpha=0.35)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted weight (bin mean)")
+    ax.set_ylabel("share of predictions that match gold")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def parse_status(rows: Sequence[tuple[str, dict[str, int]]], title: str = "Parse outcome of model outputs"):
+    """Stacked horizontal bars of parse-status counts per run."""
+    import pandas as pd
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    frame = pd.DataFrame({label: counts for label, counts in rows}).fillna(0).T
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.6))
+    frame.plot(kind="barh", stacked=True, ax=ax, colormap="tab10", width=0.6)
+    ax.set_xlabel("passages")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
