@@ -1,4 +1,4 @@
-"""Command line: ``python -m kgutils {run,evaluate,params}``."""
+"""Command line: ``python -m kgutils {run,evaluate,params,schema}``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from .ontology import extraction_json_schema
+
+    text = json.dumps(extraction_json_schema(), indent=2)
+    if args.out:
+        from .io import resolve
+
+        resolve(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kgutils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p_params = sub.add_parser("params", help="list each notebook's parameters, types and defaults")
     p_params.add_argument("--only", nargs="+", metavar="NN")
     p_params.set_defaults(func=_params)
+
+    p_schema = sub.add_parser("schema", help="print the JSON Schema of the extraction output")
+    p_schema.add_argument("--out", help="write it to this file instead")
+    p_schema.set_defaults(func=_schema)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

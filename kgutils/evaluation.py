@@ -90,7 +90,12 @@ def evaluate_file(
 
 def summary_row(result: dict[str, Any], label: str = "") -> dict[str, Any]:
     """One flat row for a comparison table: macro axes with intervals, micro F1, parse failures."""
-    row: dict[str, Any] = {"run": label or Path(result.get("file", "")).stem, "metric": result["metric"], "n": result["n"]}
+    row: dict[str, Any] = {
+        "run": label or Path(result.get("file", "")).stem,
+        "parser": result.get("parser", "card"),
+        "metric": result["metric"],
+        "n": result["n"],
+    }
     for axis in AXES:
         row[axis] = result["macro"].get(axis)
         ci = result.get("ci", {}).get(axis)

@@ -51,6 +51,7 @@ import ast
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +224,7 @@ _STRING_STOP = re.compile(r'["\\]')
 _JSON_WS = re.compile(r"[ \t\r\n]*")
 _START = re.compile(r"[\[{]")
 _CLOSER = {"[": "]", "{": "}"}
+_JUNK_END = re.compile(r'[,\]\[{"]')  # where junk between array elements ends
 
 
 def _scan(text: str, pos: int, budget: _Budget, *, element: bool = False) -> tuple[int, str]:
@@ -315,7 +317,8 @@ def extract_json_span(text: str) -> str | None:
         text: Any text.
 
     Returns:
-        The span, or None when there is none (including unbalanced, truncated JSON).
+        The span, or None when there is none. Inside a truncated array the first balanced value is its first
+        complete element; :func:`parse_output` is what handles truncation.
     """
     if not isinstance(text, str):
         return None
@@ -402,7 +405,10 @@ def _loose_value(span: str) -> Any:
     except Exception:  # noqa: BLE001
         pass
     try:
-        return _literal(ast.parse(span.strip(), mode="eval").body)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences in model text are not our concern
+            tree = ast.parse(span.strip(), mode="eval")
+        return _literal(tree.body)
     except Exception:  # noqa: BLE001 - SyntaxError, ValueError, RecursionError, MemoryError
         return _MISSING
 
@@ -511,16 +517,19 @@ def _salvage_array(text: str, i: int, repair: bool, budget: _Budget) -> _Found:
         elif c in '{["':
             fix("inserted a missing comma between items")
         else:
-            el_end, state = _scan(text, pos, budget, element=True)
-            fix(f"skipped junk between items: {_preview(text[pos:el_end])!r}")
-            if state == _INCOMPLETE:
-                out.truncated = True
-                break
-            if state != _COMPLETE:
+            m = _JUNK_END.search(text, pos)
+            if m is None or not isinstance(items[-1], dict):
+                # Junk running to the end of the text, or after scalars, is more likely prose after a
+                # bracket ("in [0, 1 (inclusive)") than an array of triplets with a stray word.
                 return invalid()
-            pos = el_end + 1  # past the "," or "]" that ended the junk
-            if text[el_end] == "]":
+            fix(f"skipped junk between items: {_preview(text[pos:m.start()])!r}")
+            pos = m.start()
+            if text[pos] == ",":
+                pos += 1
+            elif text[pos] == "]":
+                pos += 1
                 break
+            # Otherwise the next element starts here (its comma was missing).
     if out.truncated:
         out.kind = "truncated"
         out.notes.insert(0, f"output cut off inside the array: kept {len(items)} complete item(s)")
@@ -811,7 +820,7 @@ def _coerce_item(item: Any) -> tuple[dict | None, str | None]:
         else:
             return None, "item is a list, not an object"
     if not isinstance(item, dict):
-        return None, f"item is a {type(item).__name__}, not an object"
+        return None, f"item is not an object ({type(item).__name__})"
 
     t = _Taker(item)
     src, has_src = t.take("source", "head", "subject", "from")

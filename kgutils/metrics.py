@@ -688,8 +688,9 @@ def _safe_div(num: float, den: float) -> float | None:
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
+    # One side undefined and the other 0 (e.g. no predictions at all against non-empty gold): F1 is 0.
     if p is None or r is None:
-        return None
+        return 0.0 if (p == 0 or r == 0) else None
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 

@@ -14,8 +14,8 @@ import seaborn as sns  # noqa: E402
 
 AXIS_LABELS = {
     "schema": "schema",
-    "entity_f1": "entity F1",
-    "relation_acc": "relation acc.",
+    "entity_f1": "entity\nF1",
+    "relation_acc": "relation\naccuracy",
     "weight": "weight",
     "grounding": "grounding",
     "composite": "composite",
@@ -48,8 +48,8 @@ def axis_scores(rows: Sequence[dict[str, Any]], title: str = "Hungarian-matching
 
     sns.set_theme(style="whitegrid", context="notebook")
     axes = list(AXIS_LABELS)
-    groups = [f"{r['run']} [{r['metric']}]" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(axes)), 4.2))
+    groups = [f"{r['run']} [{r['metric']}, {r.get('parser', 'card')} parse]" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, len(axes) * (0.8 + 0.35 * len(rows))), 4.4))
     width = 0.8 / max(len(rows), 1)
     palette = sns.color_palette("deep", len(rows))
     x = np.arange(len(axes))
@@ -64,11 +64,13 @@ def axis_scores(rows: Sequence[dict[str, Any]], title: str = "Hungarian-matching
         err = np.clip(np.nan_to_num(err), 0, None)
         pos = x - 0.4 + width * (g + 0.5)
         ax.bar(pos, vals, width=width, color=palette[g], label=label, yerr=err, capsize=3)
-        for px, v in zip(pos, vals):
-            if not np.isnan(v):
-                ax.text(px, min(v + 0.02, 1.02), f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+        for px, v, up in zip(pos, vals, err[1]):
+            if np.isnan(v):  # undefined for every entry (e.g. no entity matches): say so instead of a 0 bar
+                ax.text(px, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
+            else:
+                ax.text(px, min(v + up + 0.02, 1.05), f"{v:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(x, [AXIS_LABELS[a] for a in axes])
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -35,7 +35,7 @@ def test_eval_notebook_smoke_outputs():
     if not (run_dir / "metrics.json").is_file():
         pytest.skip("06 smoke run not present (run with the notebooks tests)")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    (key,) = [k for k in metrics["runs"] if k.endswith("/hgr")]
+    (key,) = [k for k in metrics["runs"] if k.endswith("/card/hgr")]
     assert metrics["runs"][key]["n"] == 6
     for fig in ("06_axis_scores", "06_relation_confusion", "06_weight_reliability", "06_parse_status"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000

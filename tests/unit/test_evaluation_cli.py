@@ -1,0 +1,75 @@
+"""``python -m kgutils evaluate`` on both prediction layouts, end to end in a subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kgutils import evaluation
+
+G = [
+    {"source": {"title": "BERT", "type": "entity"}, "relation": {"type": "developed_by", "weight": 0.9},
+     "target": {"title": "Google", "type": "entity"}},
+    {"source": {"title": "Paris", "type": "entity"}, "relation": {"type": "located_in", "weight": 1.0},
+     "target": {"title": "France", "type": "entity"}},
+]
+PROMPT = "Extract triplets.\n\nPassage:\nBERT was developed by Google. Paris is located in France."
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "kgutils", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_card_layout_perfect_and_empty(tmp_path):
+    rows = [
+        # Perfect answer (with a company suffix the metric strips): every axis 1.0.
+        {"prompt": PROMPT, "gold_raw": json.dumps(G), "gold_parsed": G,
+         "pred_raw": "<think>x</think>```json\n" + json.dumps(G) + "\n```",
+         "pred_parsed": [dict(G[0], target={"title": "Google LLC", "type": "entity"}), G[1]]},
+        # Unparseable answer: the card's parse gives [] -> composite from entity F1 only = 0.
+        {"prompt": PROMPT, "gold_raw": json.dumps(G), "gold_parsed": G, "pred_raw": "not json"},
+    ]
+    f = tmp_path / "card.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.json"
+    proc = _run("evaluate", str(f), "--metric", "hgr", "--out", str(out), "--bootstrap", "50")
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    report = json.loads(out.read_text())
+    assert len(report["per_entry"]) == 2
+    first, second = report["per_entry"]
+    assert first["composite"] == pytest.approx(1.0)
+    assert second["composite"] == pytest.approx(0.0) and second["parse_status"] == "invalid_json"
+    assert printed["macro"]["composite"] == pytest.approx(0.5)
+    assert report["summary"]["micro"]["entity_f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert printed["parse_failure_rate"] == pytest.approx(0.5)
+
+
+def test_repository_layout_and_robust_parser(tmp_path):
+    raw = "Here you go: " + json.dumps(G)[:-60]  # prose, then a list cut mid-item
+    row = {"id": "x", "prompt": PROMPT, "gold_parsed": G, "pred_raw": raw}
+    f = tmp_path / "repo.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    card = evaluation.evaluate_file(f, "hgr", parser="card", n_resamples=20)
+    robust = evaluation.evaluate_file(f, "hgr", parser="robust", n_resamples=20)
+    assert card["per_entry"][0]["n_pred"] == 0
+    assert robust["per_entry"][0]["n_pred"] == 1 and robust["per_entry"][0]["entity_tp"] == 1
+
+
+def test_errors_are_clear(tmp_path):
+    proc = _run("evaluate", str(tmp_path / "nope.jsonl"))
+    assert proc.returncode == 2 and "not found" in proc.stderr and "nope.jsonl" in proc.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "gold_parsed": []}\n{oops\n')
+    proc = _run("evaluate", str(bad))
+    assert proc.returncode == 2 and "bad.jsonl:2" in proc.stderr
+    proc = _run("evaluate", str(bad), "--metric", "f1")
+    assert proc.returncode != 0 and "invalid choice" in proc.stderr
+
+
+def test_schema_command_prints_the_ontology_schema():
+    proc = _run("schema")
+    schema = json.loads(proc.stdout)
+    assert schema["type"] == "array"
+    assert "developed_by" in json.dumps(schema)
