@@ -1211,7 +1211,7 @@ def spo_to_graph(doc: dict | list, default_weight: float = 1.0) -> list[dict]:
             weight = default_weight if w is None else w
 
         def etype(key: str) -> str:
-            t = quals.get(key, (None, None))[1]
+            t = quals.get(key, (None, None))[1]  # noqa: B023 - called at once, inside this iteration
             return t.strip().lower() if isinstance(t, str) and t.strip() else "entity"
 
         out.append({

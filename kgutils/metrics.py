@@ -892,7 +892,8 @@ def rebel_scores(
     def key(it: Any) -> tuple | None:
         if not isinstance(it, dict):
             return None
-        head, tail, rel = normalize_title(it.get("head")), normalize_title(it.get("tail")), normalize_type(it.get("type"))
+        head, tail = normalize_title(it.get("head")), normalize_title(it.get("tail"))
+        rel = normalize_type(it.get("type"))
         if mode == "strict":
             return (rel, head, normalize_type(it.get("head_type")), tail, normalize_type(it.get("tail_type")))
         return (rel, head, tail)
@@ -929,7 +930,8 @@ def rebel_scores(
         macro = {m: float(np.mean([per_relation[r][m] for r in labels])) for m in ("p", "r", "f1")}
     else:
         macro = {"p": None, "r": None, "f1": None}
-    return {"micro": _prf_dict(tp, n_pred, n_gold), "macro": macro, "per_relation": per_relation,
+    return {"micro": _prf_dict(tp, n_pred, n_gold), "macro": macro,
+            "per_relation": per_relation,
             "n_gold_ignored": n_ignored}
 
 

@@ -249,7 +249,7 @@ def load_model(
     Args:
         spec: hub id / local folder, ``embedded:NAME`` or ``tiny:ARCH``.
         dtype: ``"auto"`` (bf16 on a bf16-capable GPU, float32 on CPU), or a torch dtype name.
-        device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` on GPU); None keeps the model on CPU.
+        device_map: passed to ``from_pretrained``; None means ``"auto"`` when CUDA is available, else CPU.
         for_family: the full-profile family this model stands in for; when it differs from the spec's own
             model, the returned note says so.
         trust_remote_code: passed to ``from_pretrained`` for hub models.
@@ -277,6 +277,8 @@ def load_model(
         torch_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if device_map is None and torch.cuda.is_available():
+        device_map = "auto"
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs

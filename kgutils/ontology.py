@@ -153,7 +153,8 @@ def validate_triplet(obj: Any) -> tuple[Triplet | None, str | None]:
     try:
         return Triplet.model_validate(obj), None
     except Exception as exc:  # pydantic.ValidationError or anything odd in obj
-        first = getattr(exc, "errors", lambda: [{"msg": str(exc), "loc": ()}])()[0]
+        errors = exc.errors() if hasattr(exc, "errors") else [{"msg": str(exc), "loc": ()}]
+        first = errors[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
         return None, f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
 

@@ -58,7 +58,7 @@ def axis_scores(rows: Sequence[dict[str, Any]], title: str = "Hungarian-matching
         lo = [row.get(f"{a}_lo", np.nan) for a in axes]
         hi = [row.get(f"{a}_hi", np.nan) for a in axes]
         err = np.array(
-            [[v - l if l is not None and not np.isnan(l) else 0 for v, l in zip(vals, lo)],
+            [[v - low if low is not None and not np.isnan(low) else 0 for v, low in zip(vals, lo)],
              [h - v if h is not None and not np.isnan(h) else 0 for v, h in zip(vals, hi)]]
         )  # fmt: skip
         err = np.clip(np.nan_to_num(err), 0, None)

@@ -229,7 +229,7 @@ def resolve_all(
         declared = every[path.stem]
         values = {k: p.default for k, p in declared.items()}
         values.update({k: v for k, v in prof["common"].items() if k in declared})
-        values.update((prof["notebooks"].get(path.stem) or {}))
+        values.update(prof["notebooks"].get(path.stem) or {})
         values.update({k: v for k, v in overrides.items() if k in declared})
         if "RUN_DIR" in declared:
             values["RUN_DIR"] = f"data/runs/{path.stem}/{run_id}"
