@@ -136,3 +136,55 @@ def relation_confusion(result: dict[str, Any]):
     frame = pd.Series(counts).unstack(fill_value=0)
     frame.index.name, frame.columns.name = "gold relation", "predicted relation"
     return frame.sort_index().sort_index(axis=1)
+
+
+def score_files(
+    files: list[str | Path],
+    labels: list[str],
+    metrics: list[str],
+    parsers: list[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Score every predictions file with every metric and parser.
+
+    Returns:
+        ``{(label, metric, parser): evaluate_file(...) result}`` in file, parser, metric order.
+    """
+    if len(labels) != len(files):
+        raise ValueError(f"{len(labels)} labels for {len(files)} predictions files")
+    for name in metrics:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)}")
+    for name in parsers:
+        if name not in PARSERS:
+            raise ValueError(f"unknown parser {name!r}; choose from {list(PARSERS)}")
+    results = {}
+    for path, label in zip(files, labels):
+        for parser in parsers:
+            for metric in metrics:
+                results[(label, metric, parser)] = evaluate_file(path, metric, parser, n_resamples, seed)
+    return results
+
+
+def summary_frame(results: dict[tuple[str, str, str], dict[str, Any]]):
+    """One :func:`summary_row` per scored (file, metric, parser), as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame([summary_row(res, label) for (label, _, _), res in results.items()])
+
+
+def metrics_record(results: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The compact metrics a run records (metrics.json, the W&B summary): no per-entry rows, no bins."""
+    return {
+        f"{label}/{parser}/{metric}": {
+            "n": res["n"],
+            "macro": res["macro"],
+            "micro": res["micro"],
+            "ci": res["ci"],
+            "calibration": {k: v for k, v in (res["calibration"] or {}).items() if k != "bins"},
+            "parse_failure_rate": res["parse_failure_rate"],
+            "parse_status": res["parse_status"],
+        }
+        for (label, metric, parser), res in results.items()
+    }

@@ -139,3 +139,45 @@ def parse_status(rows: Sequence[tuple[str, dict[str, int]]], title: str = "Parse
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+def evaluation_figures(
+    results: dict[tuple[str, str, str], dict[str, Any]], folders: Sequence[str | Path | None], prefix: str = "06_"
+):
+    """The evaluation notebook's four figures, saved into ``folders``.
+
+    Args:
+        results: :func:`kgutils.evaluation.score_files` output.
+        folders: where to save the PNG files (empty entries are skipped).
+        prefix: file-name prefix (the notebook number, so figures/ stays sorted by stage).
+
+    Returns:
+        ``[(name, figure, saved paths)]``: axis scores of every scored combination; the relation confusion of the
+        first file under the first metric and the last parser (the robust parse by default, which sees the most
+        predictions); weight reliability and parse outcomes of every file and parser under the first metric.
+    """
+    from . import evaluation
+
+    keys = list(results)
+    labels = list(dict.fromkeys(k[0] for k in keys))
+    first_metric = keys[0][1]
+    last_parser = keys[-1][2]
+    rows = [evaluation.summary_row(res, label) for (label, _, _), res in results.items()]
+    under_first = [(k, res) for k, res in results.items() if k[1] == first_metric]
+    confusion_of = results[(labels[0], first_metric, last_parser)]
+    figures = [
+        (f"{prefix}axis_scores", axis_scores(rows)),
+        (
+            f"{prefix}relation_confusion",
+            relation_confusion(
+                evaluation.relation_confusion(confusion_of),
+                title=f"Relations of entity-matched pairs, {labels[0]} ({last_parser} parse)",
+            ),
+        ),
+        (
+            f"{prefix}weight_reliability",
+            reliability([(f"{k[0]} [{k[2]} parse]", r["calibration"]) for k, r in under_first]),
+        ),
+        (f"{prefix}parse_status", parse_status([(f"{k[0]} [{k[2]}]", r["parse_status"]) for k, r in under_first])),
+    ]
+    return [(name, fig, save(fig, name, folders)) for name, fig in figures]

@@ -73,3 +73,21 @@ def test_schema_command_prints_the_ontology_schema():
     schema = json.loads(proc.stdout)
     assert schema["type"] == "array"
     assert "developed_by" in json.dumps(schema)
+
+
+def test_score_files_checks_its_arguments(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": PROMPT, "gold_parsed": G, "pred_parsed": G}) + "\n")
+    with pytest.raises(ValueError, match="1 labels for 2 predictions files"):
+        evaluation.score_files([f, f], ["a"], ["hgr"], ["card"])
+    with pytest.raises(ValueError, match="unknown parser 'lenient'"):
+        evaluation.score_files([f], ["a"], ["hgr"], ["lenient"])
+    results = evaluation.score_files([f], ["a"], ["hgr", "corrected"], ["card", "robust"], n_resamples=20)
+    assert list(results) == [("a", "hgr", "card"), ("a", "corrected", "card"), ("a", "hgr", "robust"),
+                             ("a", "corrected", "robust")]
+    frame = evaluation.summary_frame(results)
+    # hgr: a perfect answer scores 1.0. corrected: the weight slot holds 1 - mean((w - 1)^2) over the two
+    # correct predictions (weights 0.9 and 1.0) = 0.995, so the composite is 0.9 + 0.1 * 0.995 = 0.9995.
+    assert list(frame["composite"]) == pytest.approx([1.0, 0.9995, 1.0, 0.9995])
+    record = evaluation.metrics_record(results)
+    assert set(record) == {"a/card/hgr", "a/card/corrected", "a/robust/hgr", "a/robust/corrected"}
