@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import parse_output
+from .io import progress as progress_bar
 from .io import resolve
 from .metrics import parse_card_output
 from .models import LoadedModel
@@ -63,7 +64,6 @@ def generate_texts(
         One dict per prompt, in input order: ``{"text", "n_prompt_tokens", "n_new_tokens"}``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     tok, model = lm.tokenizer, lm.model
     if batch_size < 1:
@@ -72,7 +72,7 @@ def generate_texts(
     order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     device = next(model.parameters()).device
-    bar = tqdm(total=len(prompts), desc=desc, unit="passage", disable=not progress)
+    bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)

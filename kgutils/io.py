@@ -109,3 +109,16 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset)):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def progress(*args: Any, **kwargs: Any) -> Any:
+    """A tqdm progress bar: a widget in JupyterLab, plain text under the batch runner.
+
+    The runner sets ``KG_TRIPLETS_BATCH=1`` so that the bars of a papermill run reach the terminal
+    (a widget would only land in the executed notebook).
+    """
+    if os.environ.get("KG_TRIPLETS_BATCH"):
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)

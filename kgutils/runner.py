@@ -259,8 +259,9 @@ def run(
     run_id = run_id or f"{profile}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     resolved = resolve_all(profile, books, overrides, run_id)
     root = repo_root()
-    env_backup = os.environ.get("KG_TRIPLETS_ROOT")
+    env_backup = {k: os.environ.get(k) for k in ("KG_TRIPLETS_ROOT", "KG_TRIPLETS_BATCH")}
     os.environ["KG_TRIPLETS_ROOT"] = str(root)  # the kernel inherits it: relative paths resolve against the root
+    os.environ["KG_TRIPLETS_BATCH"] = "1"  # text progress bars, streamed to the terminal
     summaries = []
     try:
         for path in books:
@@ -278,8 +279,11 @@ def run(
                     parameters=params,
                     cwd=str(root),
                     kernel_name="python3",
-                    progress_bar=progress,
+                    # Stream the notebook's own output (progress bars, prints) instead of a cell counter.
+                    progress_bar=False,
                     log_output=False,
+                    stdout_file=sys.stdout if progress else None,
+                    stderr_file=sys.stderr if progress else None,
                     request_save_on_cell_execute=True,
                 )
             except pm.PapermillExecutionError as exc:
@@ -301,10 +305,11 @@ def run(
                 )
                 print(f"=== {path.stem}: {status} in {wall:.1f} s", flush=True)
     finally:
-        if env_backup is None:
-            os.environ.pop("KG_TRIPLETS_ROOT", None)
-        else:
-            os.environ["KG_TRIPLETS_ROOT"] = env_backup
+        for key, value in env_backup.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if summaries:
             study = root / "data" / "runs" / f"study-{run_id}.json"
             study.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a parameter")
     parser.add_argument("--run-id", help="name of the run folder (default: <profile>-<UTC time>)")
     parser.add_argument("--check", action="store_true", help="only resolve and validate parameters, then print them")
-    parser.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="do not stream the notebooks' output")
 
 
 def main_run(args: argparse.Namespace) -> int:

@@ -19,7 +19,10 @@ from typing import Any
 
 from .io import resolve, write_json
 
-_SECRET = re.compile(r"(api[_-]?key|secret|token|password|passwd|credential)", re.IGNORECASE)
+# Credential-like names (HF_TOKEN, OPENAI_API_KEY, ...) but not counts such as MAX_NEW_TOKENS.
+_SECRET = re.compile(r"(api[_-]?key|secret|password|passwd|credential|(^|_)token$|^auth)", re.IGNORECASE)
+# Values that look like a key whatever the parameter is called.
+_SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|xox[bp]-)[A-Za-z0-9_\-]{16,}$")
 # Parameter names that merely *name* the variable holding a secret are safe to keep.
 _SAFE_SUFFIX = ("_ENV", "_ENV_VAR", "_VAR")
 
@@ -30,6 +33,8 @@ def scrub(config: dict[str, Any]) -> dict[str, Any]:
     for key, value in config.items():
         k = str(key)
         if _SECRET.search(k) and not k.upper().endswith(_SAFE_SUFFIX):
+            continue
+        if isinstance(value, str) and _SECRET_VALUE.match(value.strip()):
             continue
         clean[k] = scrub(value) if isinstance(value, dict) else value
     return clean

@@ -27,6 +27,9 @@ def test_notebook_runs_on_smoke(name):
     assert metrics, "the notebook recorded no metrics"
     params = json.loads((run_dir / "params.json").read_text())
     assert params["PROFILE"] == "smoke"
+    # Every declared parameter is recorded (none silently dropped by the secret scrubber).
+    declared = runner.read_parameters(runner.notebooks_dir() / f"{name}.ipynb")
+    assert set(params) == set(declared)
 
 
 def test_eval_notebook_smoke_outputs():

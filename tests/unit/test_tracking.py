@@ -9,9 +9,10 @@ from kgutils import tracking
 
 def test_scrub_drops_credentials_but_keeps_env_var_names():
     cfg = {"TEACHER_API_KEY": "sk-123", "API_KEY_ENV": "DEEPSEEK_API_KEY", "LR": 1e-4,
-           "nested": {"hf_token": "x", "ok": 1}, "WANDB_PASSWORD": "p"}
+           "nested": {"hf_token": "x", "ok": 1}, "WANDB_PASSWORD": "p", "MAX_NEW_TOKENS": 512,
+           "HF_TOKEN": "y", "ENDPOINT_NOTE": "sk-abcdefghijklmnopqrstuvwxyz"}
     clean = tracking.scrub(cfg)
-    assert clean == {"API_KEY_ENV": "DEEPSEEK_API_KEY", "LR": 1e-4, "nested": {"ok": 1}}
+    assert clean == {"API_KEY_ENV": "DEEPSEEK_API_KEY", "LR": 1e-4, "nested": {"ok": 1}, "MAX_NEW_TOKENS": 512}
 
 
 @pytest.mark.parametrize(
