@@ -51,8 +51,9 @@ def main(n: int = 700, repeats: int = 3) -> None:
         print(f"  {metric:<10} {best:6.2f} s   {n / best:8.0f} entries/s")
     t0 = time.perf_counter()
     res = evaluate(entries, "hgr", n_resamples=1000)
+    lo, hi = res["ci"]["composite"]
     print(f"  hgr with 1000 bootstrap resamples: {time.perf_counter() - t0:.2f} s "
-          f"(composite {res['macro']['composite']:.4f} [{res['ci']['composite'][0]:.4f}, {res['ci']['composite'][1]:.4f}])")
+          f"(composite {res['macro']['composite']:.4f} [{lo:.4f}, {hi:.4f}])")
 
 
 def _timed(entries: list[dict], metric: str) -> float:
