@@ -317,16 +317,6 @@ def run(
     return summaries
 
 
-def latest_run_dir(notebook: str) -> Path | None:
-    """The folder of the latest run of a notebook (``06`` or ``06_eval_hungarian``), or None."""
-    runs = repo_root() / "data" / "runs"
-    for folder in sorted(runs.glob(f"{notebook}*")) if runs.is_dir() else []:
-        latest = folder / "LATEST"
-        if latest.is_file():
-            return folder / latest.read_text().strip()
-    return None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="cpu", choices=PROFILES, help="parameter profile (default: cpu)")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (e.g. 01 06)")
