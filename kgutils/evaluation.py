@@ -18,7 +18,7 @@ from typing import Any
 
 from .formats import parse_output
 from .io import read_jsonl, resolve
-from .metrics import METRICS, evaluate, parse_card_output
+from .metrics import evaluate, parse_card_output, read_entry
 
 PARSERS = ("card", "robust")
 AXES = ("schema", "entity_f1", "relation_acc", "weight", "grounding", "composite")
@@ -27,53 +27,47 @@ AXES = ("schema", "entity_f1", "relation_acc", "weight", "grounding", "composite
 def load_predictions(path: str | Path, parser: str = "card") -> list[dict[str, Any]]:
     """Read a predictions file into metric entries ``{id, prompt, gold, pred, parse_status}``.
 
+    Both layouts are read by :func:`kgutils.metrics.read_entry`; ``parser="robust"`` then replaces the
+    prediction by the repaired parse (stored ``pred_repaired``, or :func:`kgutils.formats.parse_output` of
+    ``pred_raw``).
+
     Raises:
-        ValueError: on an unknown parser, or a row with neither a gold list nor a prediction field
-            (the message names the file and row).
+        ValueError: on an unknown parser, or a row without gold or without a prediction (the message names
+            the file and row).
     """
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}; choose one of {list(PARSERS)}")
-    rows = read_jsonl(path)
     entries = []
-    for n, row in enumerate(rows):
-        gold = row.get("gold_parsed", row.get("gold", row.get("triplets")))
+    for n, row in enumerate(read_jsonl(path)):
+        prompt, gold, pred, status = read_entry(row)
+        raw = row.get("pred_raw")
         if gold is None:
             raise ValueError(f"{path}: row {n + 1} has no gold_parsed/gold field")
-        raw = row.get("pred_raw")
-        if parser == "robust":
-            if "pred_repaired" in row:
-                pred, status = row["pred_repaired"], row.get("repair_status", "ok")
-            elif isinstance(raw, str):
-                res = parse_output(raw)
-                pred, status = res.items, res.status
-            else:
-                pred, status = row.get("pred_parsed", row.get("pred")), "ok"
+        if pred is None and not isinstance(raw, str):
+            raise ValueError(f"{path}: row {n + 1} has none of pred_parsed, pred, pred_raw")
+        if parser == "robust" and "pred_repaired" in row:
+            pred, status = row["pred_repaired"], row.get("repair_status", "ok")
+        elif parser == "robust" and isinstance(raw, str):
+            repaired = parse_output(raw)
+            pred, status = repaired.items, repaired.status
         else:
-            if "pred_parsed" in row or "pred" in row:
-                pred = row.get("pred_parsed", row.get("pred"))
-                status = row.get("parse_status") or (parse_card_output(raw)[1] if isinstance(raw, str) else "ok")
-            elif isinstance(raw, str):
-                pred, status = parse_card_output(raw)
-            else:
-                raise ValueError(f"{path}: row {n + 1} has none of pred_parsed, pred, pred_raw")
+            # The stored card-parse status, else the card parse of the raw text, else the parsed list was given.
+            status = row.get("parse_status") or status or (parse_card_output(raw)[1] if isinstance(raw, str) else "ok")
         entries.append(
-            {
-                "id": str(row.get("id", n)),
-                "prompt": row.get("prompt") or row.get("text") or "",
-                "gold": gold,
-                "pred": pred,
-                "parse_status": status,
-            }
-        )
+            {"id": str(row.get("id", n)), "prompt": prompt or row.get("text") or "", "gold": gold, "pred": pred,
+             "parse_status": status}
+        )  # fmt: skip
     return entries
 
 
 def evaluate_file(
     path: str | Path, metric: str = "hgr", parser: str = "card", n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Score one predictions file; returns :func:`kgutils.metrics.evaluate`'s result plus parse statistics."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
+    """Score one predictions file; returns :func:`kgutils.metrics.evaluate`'s result plus parse statistics.
+
+    Raises:
+        ValueError: on an unknown metric or parser, or a malformed file (see :func:`load_predictions`).
+    """
     entries = load_predictions(path, parser)
     result = evaluate(entries, metric=metric, n_resamples=n_resamples, seed=seed)
     statuses = Counter(e["parse_status"] for e in entries)
@@ -140,7 +134,7 @@ def relation_confusion(result: dict[str, Any]):
 
 def score_files(
     files: list[str | Path],
-    labels: list[str],
+    labels: list[str] | None,
     metrics: list[str],
     parsers: list[str],
     n_resamples: int = 1000,
@@ -148,17 +142,18 @@ def score_files(
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Score every predictions file with every metric and parser.
 
+    Args:
+        files: predictions JSONL files.
+        labels: display names, one per file; files without one are named by their file name.
+        metrics, parsers: the variants to score (see :data:`kgutils.metrics.METRICS`, :data:`PARSERS`).
+
     Returns:
         ``{(label, metric, parser): evaluate_file(...) result}`` in file, parser, metric order.
     """
-    if len(labels) != len(files):
+    labels = list(labels or [])
+    if len(labels) > len(files):
         raise ValueError(f"{len(labels)} labels for {len(files)} predictions files")
-    for name in metrics:
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)}")
-    for name in parsers:
-        if name not in PARSERS:
-            raise ValueError(f"unknown parser {name!r}; choose from {list(PARSERS)}")
+    labels += [Path(f).stem for f in files[len(labels) :]]
     results = {}
     for path, label in zip(files, labels):
         for parser in parsers:

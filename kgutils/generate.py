@@ -68,14 +68,16 @@ def generate_texts(
     tok, model = lm.tokenizer, lm.model
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    # Tokenize once: the lengths order the batches and the ids are padded per batch.
+    ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in ids_all]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     device = next(model.parameters()).device
     bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc = tok.pad({"input_ids": [ids_all[i] for i in idx]}, return_tensors="pt").to(device)
         with torch.inference_mode():
             out = model.generate(
                 **enc,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,6 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             rows.append(obj)
     return rows
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Iterate over a JSONL file (same checks as :func:`read_jsonl`)."""
-    yield from read_jsonl(path)
 
 
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> Path:

@@ -70,6 +70,7 @@ __all__ = [
     "COMPOSITE_AXES",
     "COMPOSITE_WEIGHTS",
     "METRICS",
+    "read_entry",
     "NEGATIVE_LABELS",
     "bootstrap_ci",
     "calibration_summary",
@@ -651,7 +652,7 @@ def calibration_summary(outcomes: Iterable[dict], n_bins: int = 10) -> dict:
     return {"ece": float(ece), "brier": float(np.mean((w - y) ** 2)), "n": len(items), "bins": bins}
 
 
-def _entry_lists(entry: Any) -> tuple[str, Any, Any, str | None]:
+def read_entry(entry: Any) -> tuple[str, Any, Any, str | None]:
     """Read prompt, gold and prediction from either row layout.
 
     The repository writes ``prompt, gold, pred``; the card's files have ``gold_raw,
@@ -726,7 +727,7 @@ def evaluate(
     n_bad = 0
     statuses: Counter[str] = Counter()
     for i, entry in enumerate(entries):
-        prompt, gold, pred, status = _entry_lists(entry)
+        prompt, gold, pred, status = read_entry(entry)
         if not isinstance(gold, list) or not isinstance(pred, list):
             n_bad += 1
         row = score_entry(

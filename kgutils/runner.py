@@ -33,7 +33,12 @@ from .io import repo_root
 
 PROFILES = ("smoke", "cpu", "full")
 _NB_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
-_RUNNER_KEYS = ("RUN_DIR",)
+_RUNNER_KEYS = ("RUN_DIR", "PROFILE")  # set by the runner; an override would be silently replaced
+
+
+def default_run_id(profile: str) -> str:
+    """``<profile>-<UTC time>``: the run folder name when none is given."""
+    return f"{profile}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
 class ParameterError(ValueError):
@@ -206,6 +211,10 @@ def resolve_all(
     prof = load_profile(profile)
     every = {p.stem: read_parameters(p) for p in list_notebooks()}
     declared_anywhere = {k for ps in every.values() for k in ps}
+    for section in [prof["common"], *(v or {} for v in prof["notebooks"].values())]:
+        for key in section:
+            if key in _RUNNER_KEYS:
+                raise ParameterError(f"{prof['path'].name}: {key} is set by the runner, not by a profile")
     for key in prof["common"]:
         if key not in declared_anywhere:
             raise ParameterError(f"{prof['path'].name}: common parameter {key} is declared by no notebook")
@@ -223,7 +232,7 @@ def resolve_all(
         if not any(key in every[n] for n in selected):
             raise ParameterError(f"--set {key}: no selected notebook has a parameter {key}")
 
-    run_id = run_id or f"{profile}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    run_id = run_id or default_run_id(profile)
     resolved: dict[str, dict[str, Any]] = {}
     for path in notebooks:
         declared = every[path.stem]
@@ -256,7 +265,7 @@ def run(
     books = select_notebooks(only)
     if not books:
         raise ParameterError(f"no notebooks found in {notebooks_dir()}")
-    run_id = run_id or f"{profile}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    run_id = run_id or default_run_id(profile)
     resolved = resolve_all(profile, books, overrides, run_id)
     root = repo_root()
     env_backup = {k: os.environ.get(k) for k in ("KG_TRIPLETS_ROOT", "KG_TRIPLETS_BATCH")}

@@ -78,8 +78,10 @@ def test_schema_command_prints_the_ontology_schema():
 def test_score_files_checks_its_arguments(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"prompt": PROMPT, "gold_parsed": G, "pred_parsed": G}) + "\n")
-    with pytest.raises(ValueError, match="1 labels for 2 predictions files"):
-        evaluation.score_files([f, f], ["a"], ["hgr"], ["card"])
+    with pytest.raises(ValueError, match="2 labels for 1 predictions files"):
+        evaluation.score_files([f], ["a", "b"], ["hgr"], ["card"])
+    # Files without a label are named by their file name.
+    assert {k[0] for k in evaluation.score_files([f, f], ["a"], ["hgr"], ["card"], n_resamples=20)} == {"a", "p"}
     with pytest.raises(ValueError, match="unknown parser 'lenient'"):
         evaluation.score_files([f], ["a"], ["hgr"], ["lenient"])
     results = evaluation.score_files([f], ["a"], ["hgr", "corrected"], ["card", "robust"], n_resamples=20)

@@ -88,6 +88,9 @@ def test_resolution_order_and_runner_keys(fake_repo):
         ("extra: 1\n", {}, "unknown top-level keys"),
         ("{}\n", {"MISSING": 1}, "--set MISSING"),
         ("{}\n", {"RUN_DIR": "elsewhere"}, "set by the runner"),
+        ("{}\n", {"PROFILE": "full"}, "set by the runner"),
+        ("common: {PROFILE: full}\n", {}, "PROFILE is set by the runner"),
+        ("notebooks:\n  01_alpha: {RUN_DIR: x}\n", {}, "RUN_DIR is set by the runner"),
     ],
 )
 def test_bad_parameters_are_errors_naming_the_key(fake_repo, profile_text, overrides, message):
