@@ -43,3 +43,17 @@ def test_eval_notebook_smoke_outputs():
     for fig in ("06_axis_scores", "06_relation_confusion", "06_weight_reliability", "06_parse_status"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
     assert (run_dir / "per_entry.csv").read_text().count("\n") == 7
+
+
+@pytest.mark.notebooks
+def test_eval_notebook_scores_given_predictions_without_labels():
+    """06 with PREDICTIONS (and no LABELS): scores the files instead of generating, names runs by file."""
+    first = runner.repo_root() / "data" / "runs" / "06_eval_hungarian" / "pytest-smoke" / "predictions_base.jsonl"
+    if not first.is_file():
+        pytest.skip("06 smoke run not present (run with the notebooks tests)")
+    summaries = runner.run("smoke", only=["06"], run_id="pytest-smoke-given", progress=False,
+                           overrides={"PREDICTIONS": [str(first)], "METRICS": ["hgr"]})
+    assert [s["status"] for s in summaries] == ["ok"]
+    metrics = summaries[0]["metrics"]
+    assert metrics["generation"] is None
+    assert set(metrics["runs"]) == {"predictions_base/card/hgr", "predictions_base/robust/hgr"}
