@@ -30,10 +30,32 @@ def repo_root() -> Path:
     return here
 
 
+LATEST = "latest"
+
+
 def resolve(path: str | os.PathLike[str]) -> Path:
-    """Resolve ``path`` against the repository root unless it is absolute."""
+    """Resolve ``path`` against the repository root unless it is absolute.
+
+    A ``latest`` folder name right below ``data/runs/<stage>/`` stands for that stage's most recent run (the
+    name recorded in ``data/runs/<stage>/LATEST``): ``data/runs/01_corpus/latest/corpus`` is the corpus of the
+    last 01 run. This is how each notebook finds the previous stage's output by default.
+
+    Raises:
+        FileNotFoundError: for a ``latest`` path of a stage that has never run.
+    """
     p = Path(path).expanduser()
-    return p if p.is_absolute() else repo_root() / p
+    p = p if p.is_absolute() else repo_root() / p
+    parts = p.parts
+    for i in range(2, len(parts)):
+        if parts[i] == LATEST and parts[i - 2] == "runs":
+            stage_dir = Path(*parts[:i])
+            marker = stage_dir / "LATEST"
+            if not marker.is_file():
+                raise FileNotFoundError(
+                    f"{path}: no run of {stage_dir.name} yet ({marker} is missing); run that notebook first, "
+                    f"e.g. `python -m kgutils run --only {stage_dir.name[:2]}`")
+            return Path(*parts[:i], marker.read_text(encoding="utf-8").strip(), *parts[i + 1 :])
+    return p
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

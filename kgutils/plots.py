@@ -181,3 +181,76 @@ def evaluation_figures(
         (f"{prefix}parse_status", parse_status([(f"{k[0]} [{k[2]}]", r["parse_status"]) for k, r in under_first])),
     ]
     return [(name, fig, save(fig, name, folders)) for name, fig in figures]
+
+
+def funnel(rows: Sequence[dict[str, Any]], title: str = "Corpus funnel", unit: str = "passages"):
+    """Horizontal bars of what remains after each stage, labelled with what the stage removed.
+
+    Args:
+        rows: ``{"stage", "removed", "remaining"}`` dicts in pipeline order.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2))
+    stages = [r["stage"] for r in rows]
+    remaining = [r["remaining"] for r in rows]
+    palette = sns.color_palette("crest", len(rows))
+    ax.barh(range(len(rows)), remaining, color=palette)
+    top = max(remaining) if remaining else 1
+    for i, r in enumerate(rows):
+        note = f"{r['remaining']:,}" + (f"  (−{r['removed']:,})" if r.get("removed") else "")
+        ax.text(r["remaining"] + top * 0.01, i, note, va="center", fontsize=9)
+    ax.set_yticks(range(len(rows)), stages)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def relation_distribution(splits: dict[str, Sequence[dict]], title: str = "Relations per split"):
+    """Counts of every ontology relation in each split (a relation that never occurs still gets a row)."""
+    from collections import Counter
+
+    from .ontology import RELATIONS
+
+    names = list(splits)
+    counts = {s: Counter(t["relation"]["type"] for e in exs for t in e["triplets"]) for s, exs in splits.items()}
+    order = sorted(RELATIONS, key=lambda r: -sum(counts[s][r] for s in names))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    left = [0] * len(order)
+    for s, color in zip(names, sns.color_palette("deep", len(names))):
+        vals = [counts[s][r] for r in order]
+        ax.barh(range(len(order)), vals, left=left, color=color, label=f"{s} ({sum(vals)})")
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.set_xlabel("triplets")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def triplets_per_passage(splits: dict[str, Sequence[dict]], title: str = "Triplets per passage"):
+    """Share of passages with 0, 1, 2, … triplets in each split (0 = negatives)."""
+    from collections import Counter
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    k_max = max((len(e["triplets"]) for exs in splits.values() for e in exs), default=0)
+    xs = list(range(k_max + 1))
+    width = 0.8 / max(len(splits), 1)
+    for j, ((s, exs), color) in enumerate(zip(splits.items(), sns.color_palette("deep", len(splits)))):
+        c = Counter(len(e["triplets"]) for e in exs)
+        n = max(len(exs), 1)
+        ax.bar([x + (j - (len(splits) - 1) / 2) * width for x in xs], [c[x] / n for x in xs], width,
+               color=color, label=f"{s} (n={len(exs)})")
+    ax.set_xticks(xs)
+    ax.set_xlabel("triplets in the passage")
+    ax.set_ylabel("share of passages")
+    ax.set_title(title)
+    ax.legend()
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig

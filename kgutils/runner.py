@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .io import repo_root
+from .io import LATEST, repo_root, resolve
 
 PROFILES = ("smoke", "cpu", "full")
 _NB_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+$")
@@ -250,6 +250,30 @@ def resolve_all(
     return resolved
 
 
+def _pin(value: Any, root: Path) -> Any:
+    if isinstance(value, list):
+        return [_pin(v, root) for v in value]
+    if isinstance(value, str) and f"/{LATEST}" in value.replace("\\", "/") and "runs/" in value:
+        try:
+            pinned = resolve(value)
+        except FileNotFoundError as exc:
+            raise ParameterError(str(exc)) from None
+        try:
+            return str(pinned.relative_to(root))
+        except ValueError:
+            return str(pinned)
+    return value
+
+
+def pin_latest(params: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Replace ``data/runs/<stage>/latest/...`` paths by the run they point to *now*.
+
+    Called just before each notebook runs, so a stage reads the output that the previous stage of the same study
+    has just written, and ``params.yaml`` records the exact run it read.
+    """
+    return {k: _pin(v, root) for k, v in params.items()}
+
+
 def run(
     profile: str = "cpu",
     only: list[str] | None = None,
@@ -274,7 +298,7 @@ def run(
     summaries = []
     try:
         for path in books:
-            params = resolved[path.stem]
+            params = pin_latest(resolved[path.stem], root)
             run_dir = root / params.get("RUN_DIR", f"data/runs/{path.stem}/{run_id}")
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
