@@ -1,10 +1,12 @@
 """Run every benchmark: ``python -m benchmarks`` (or ``make bench``)."""
 
-from . import bench_metrics
+from . import bench_corpus, bench_metrics
 
 
 def main() -> None:
     bench_metrics.main()
+    print()
+    bench_corpus.main()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command line: ``python -m kgutils {run,evaluate,params,schema}``."""
+"""Command line: ``python -m kgutils {run,evaluate,label,params,schema}``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,29 @@ def _evaluate(args: argparse.Namespace) -> int:
                       "micro": result["micro"], "ci": result.get("ci"),
                       "parse_failure_rate": result["parse_failure_rate"]}, indent=2, default=float))  # fmt: skip
     return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from .corpus import load_passages
+    from .teacher import TeacherCache, TeacherConfig, estimate_cost, label_passages, teacher_messages
+
+    try:
+        passages = load_passages(args.passages, args.limit)
+        config = TeacherConfig(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                               price_input_per_m=args.price_input, price_output_per_m=args.price_output,
+                               concurrency=args.concurrency, max_retries=args.max_retries, timeout_s=args.timeout,
+                               backoff_base_s=args.backoff, json_mode=not args.no_json_mode)
+        with TeacherCache(args.cache) as cache:
+            pending = [p["text"] for p in passages
+                       if cache.get(config.cache_key(teacher_messages(p["text"]))) is None]
+            print("estimate:", json.dumps(estimate_cost(pending, config, cached=len(passages) - len(pending))),
+                  file=sys.stderr, flush=True)
+            report = label_passages(passages, config, cache, show_progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.summary(), indent=2))
+    return 1 if report.failed else 0
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -71,6 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--out", help="write per-entry scores and the summary here (JSON)")
     p_eval.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p_eval.set_defaults(func=_evaluate)
+
+    p_label = sub.add_parser("label", help="label passages with a teacher over an OpenAI-compatible endpoint")
+    p_label.add_argument("passages", help="passages: a Dataset folder from 01_corpus or a JSONL file (id, text)")
+    p_label.add_argument("--base-url", required=True, help="OpenAI-compatible endpoint, e.g. https://api.deepseek.com")
+    p_label.add_argument("--model", required=True, help="teacher model name")
+    p_label.add_argument("--api-key-env", default="DEEPSEEK_API_KEY",
+                         help="environment variable holding the key ('' for none)")
+    p_label.add_argument("--cache", default="data/cache/teacher.sqlite", help="SQLite answer cache")
+    p_label.add_argument("--limit", type=int, default=0, help="first N passages only")
+    p_label.add_argument("--concurrency", type=int, default=8)
+    p_label.add_argument("--max-retries", type=int, default=6)
+    p_label.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
+    p_label.add_argument("--backoff", type=float, default=1.0, help="base of the exponential backoff in seconds")
+    p_label.add_argument("--price-input", type=float, default=0.14, help="USD per million prompt tokens")
+    p_label.add_argument("--price-output", type=float, default=0.28, help="USD per million completion tokens")
+    p_label.add_argument("--no-json-mode", action="store_true", help="do not send response_format json_object")
+    p_label.add_argument("--no-progress", action="store_true")
+    p_label.set_defaults(func=_label)
 
     p_params = sub.add_parser("params", help="list each notebook's parameters, types and defaults")
     p_params.add_argument("--only", nargs="+", metavar="NN")

@@ -270,8 +270,7 @@ def _dup_ratio(words: list[str], counts: Counter, n: int, total_chars: int) -> f
     return sum(len(w) for w, c in zip(words, covered) if c) / total_chars
 
 
-# A "word" (white-space separated) without any letter: numbers, symbols, punctuation runs.
-_NO_ALPHA_WORD = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")
+_HAS_LETTER = re.compile(r"[^\W\d_]").search
 _PUNCT_DELETE = str.maketrans("", "", _PUNCT_STRIP)
 _URL_MARKERS = ("http", "www.", ".com", ".org", ".net", ".edu", ".gov", ".io")
 _DIGITS = str.maketrans("", "", "0123456789")
@@ -300,7 +299,7 @@ def quality_signals(text: str) -> dict[str, float]:
         "n_words": float(len(raw_words)),
         "mean_word_len": total_chars / len(words) if words else 0.0,
         "symbol_ratio": (text.count("#") + text.count("...") + text.count("\u2026")) / n,
-        "alpha_word_ratio": 1.0 - len(_NO_ALPHA_WORD.findall(text)) / n,
+        "alpha_word_ratio": sum(1 for w in raw_words if w.isalpha() or _HAS_LETTER(w)) / n,
         "bullet_line_ratio": sum(ln.startswith(_BULLETS) for ln in lines) / n_lines,
         "ellipsis_line_ratio": sum(ln.endswith(("...", "\u2026")) for ln in lines) / n_lines,
         "stop_words": float(len(_STOP_WORDS.intersection(words))),
@@ -425,12 +424,12 @@ class NearDuplicateIndex:
             raise ValueError(f"dedup threshold must be in (0, 1], got {threshold}")
         if ngram < 1 or num_perm < 1:
             raise ValueError(f"ngram and num_perm must be positive, got {ngram} and {num_perm}")
-        self._MinHash = MinHash
         self.threshold, self.num_perm, self.ngram, self.seed = threshold, num_perm, ngram, seed
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._sigs: dict[str, Any] = {}
-        # Permutations are drawn once and shared, so building a signature does not re-seed numpy.
-        self._template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity)
+        self._values: dict[str, np.ndarray] = {}
+        # One MinHash object is reused for every passage (clear, update, read the values): building a new one
+        # per passage re-parses the permutations, which costs more than hashing a short passage.
+        self._minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity)
 
     def shingle_hashes(self, text: str) -> list[int]:
         """Distinct CRC-32 hashes of the word n-grams of ``text`` (one "n-gram" of all words if shorter)."""
@@ -440,30 +439,27 @@ class NearDuplicateIndex:
             return [0]
         return list({zlib.crc32(" ".join(words[i : i + n]).encode("utf-8")) for i in range(len(words) - n + 1)})
 
-    def signature(self, text: str) -> Any:
-        """The datasketch ``MinHash`` of ``text``."""
-        m = self._MinHash(num_perm=self.num_perm, hashfunc=_identity, permutations=self._template.permutations,
-                          scheme=self._template.scheme)
+    def signature(self, text: str) -> np.ndarray:
+        """The MinHash values of ``text`` (datasketch ``MinHash`` with this index's seeded permutations)."""
+        m = self._minhash
+        m.clear()
         m.update_batch(self.shingle_hashes(text))
-        return m
+        return m.hashvalues.copy()
 
-    def from_hashvalues(self, hashvalues: np.ndarray) -> Any:
-        """Rebuild a signature computed elsewhere (a worker process) with the same seed and settings."""
-        return self._MinHash(hashvalues=hashvalues, permutations=self._template.permutations,
-                             scheme=self._template.scheme, hashfunc=_identity)
-
-    def add(self, key: str, text: str | None = None, signature: Any = None) -> tuple[str | None, float]:
+    def add(self, key: str, text: str | None = None, signature: np.ndarray | None = None) -> tuple[str | None, float]:
         """Index a passage unless it near-duplicates an indexed one; returns (that passage's key, similarity).
 
-        Give either the ``text`` or its precomputed ``signature``.
+        Give either the ``text`` or its precomputed :meth:`signature` (e.g. computed in a worker process).
         """
-        sig = signature if signature is not None else self.signature(text or "")
-        for other in self.lsh.query(sig):
-            sim = float(sig.jaccard(self._sigs[other]))
+        values = signature if signature is not None else self.signature(text or "")
+        m = self._minhash
+        m.hashvalues = values
+        for other in self.lsh.query(m):
+            sim = float(np.count_nonzero(values == self._values[other])) / self.num_perm  # MinHash.jaccard
             if sim >= self.threshold:
                 return other, sim
-        self.lsh.insert(key, sig)
-        self._sigs[key] = sig
+        self.lsh.insert(key, m, check_duplication=False)
+        self._values[key] = values
         return None, 0.0
 
 
@@ -517,7 +513,7 @@ def _analyse(texts: list[str]) -> list[tuple]:
             out.append(("quality", why, lang, score, None, None))
             continue
         key = hashlib.sha1(normalize_for_exact(text).encode("utf-8")).hexdigest()
-        out.append((None, None, lang, score, key, near.signature(text).hashvalues))
+        out.append((None, None, lang, score, key, near.signature(text)))
     return out
 
 
@@ -596,7 +592,7 @@ def build_corpus(
                 stage, reason = "exact_dup", f"same text as {exact[key]}"
             else:
                 exact[key] = row["id"]
-                other, sim = near.add(row["id"], signature=near.from_hashvalues(hashvalues))
+                other, sim = near.add(row["id"], signature=hashvalues)
                 if other is not None:
                     stage, reason = "near_dup", f"near duplicate of {other} (Jaccard ~{sim:.2f})"
         if stage is None:

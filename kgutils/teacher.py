@@ -13,9 +13,10 @@ request per passage through the ``openai`` async client and:
   requested twice (only requests still in flight at the moment of the kill are sent again);
 * counts tokens and cost, and :func:`estimate_cost` gives a figure before any request is sent.
 
-Offline, :func:`load_recorded` puts reference answers (``data/sample/teacher/*.jsonl``) into the same cache under
-the configured model name, as a *recorded teacher*: the labelling loop then runs unchanged and answers every
-passage from the cache, and passages without a recorded answer are counted as failed, never invented.
+Offline, :func:`load_recorded` puts reference answers (``data/sample/teacher/*.jsonl``) into the same cache as a
+*recorded teacher* (model name ``recorded:<model>``, see :meth:`TeacherConfig.recorded`, so live and recorded
+answers never mix): the labelling loop then runs unchanged and answers every passage from the cache, and passages
+without a recorded answer are counted as failed, never invented.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ class TeacherConfig:
     max_tokens: int = 2048
     extra_body: dict[str, Any] = field(default_factory=dict)
 
+    def recorded(self) -> TeacherConfig:
+        """The same settings under the model name ``recorded:<model>``: recorded answers get their own cache keys,
+        so a later live run of the same model on the same passage is never served a recorded answer."""
+        from dataclasses import replace
+
+        return self if self.model.startswith("recorded:") else replace(self, model=f"recorded:{self.model}")
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_input_per_m + completion_tokens * self.price_output_per_m) / 1e6
 
@@ -191,6 +199,8 @@ def estimate_cost(texts: Sequence[str], config: TeacherConfig, completion_tokens
 
 def load_recorded(cache: TeacherCache, folder: str | os.PathLike[str], config: TeacherConfig) -> dict[str, int]:
     """Load reference answers ``{text, triplets}`` from JSONL files into the cache as answers of ``config.model``.
+
+    Pass ``config.recorded()`` (as 02 does) so that the answers are stored as ``recorded:<model>``.
 
     Each answer is stored exactly as a live teacher's would be (``{"triplets": [...]}`` as JSON text), under the
     key of the messages :func:`teacher_messages` builds for its text, with zero tokens and cost.

@@ -4,6 +4,7 @@ import json
 
 import nbformat
 import pytest
+import yaml
 
 from kgutils import runner
 
@@ -57,3 +58,27 @@ def test_eval_notebook_scores_given_predictions_without_labels():
     metrics = summaries[0]["metrics"]
     assert metrics["generation"] is None
     assert set(metrics["runs"]) == {"predictions_base/card/hgr", "predictions_base/robust/hgr"}
+
+
+def test_data_pipeline_smoke_outputs():
+    """01 -> 02 -> 06 on smoke: 02 read 01's corpus, 06 scored 02's test split, and nothing leaked."""
+    runs = runner.repo_root() / "data" / "runs"
+    labels_dir = runs / "02_teacher_labels" / "pytest-smoke"
+    if not (labels_dir / "metrics.json").is_file():
+        pytest.skip("02 smoke run not present (run with the notebooks tests)")
+    corpus_metrics = json.loads((runs / "01_corpus" / "pytest-smoke" / "metrics.json").read_text())
+    assert corpus_metrics["kept"] > 200
+    assert all(corpus_metrics["removed"][stage] > 0 for stage in ("language", "quality", "exact_dup", "near_dup"))
+    params = yaml.safe_load((labels_dir / "params.yaml").read_text())
+    assert params["CORPUS"] == "data/runs/01_corpus/pytest-smoke/corpus"  # the runner pinned "latest"
+    metrics = json.loads((labels_dir / "metrics.json").read_text())
+    assert metrics["leakage"] == 0 and metrics["split"]["leakage_test_train_val"] == 0
+    assert metrics["teacher"]["failed"] == 0 and metrics["teacher"]["requests"] == 0  # recorded teacher
+    splits = {s: [json.loads(line) for line in (labels_dir / "splits" / f"{s}.jsonl").open()]
+              for s in ("train", "val", "test")}
+    assert {s: len(v) for s, v in splits.items()} == metrics["sizes"]
+    assert 0.12 <= sum(e["hard_negative"] for e in splits["train"]) / len(splits["train"]) <= 0.18
+    eval_params = runs / "06_eval_hungarian" / "pytest-smoke" / "params.yaml"
+    if eval_params.is_file():
+        assert yaml.safe_load(eval_params.read_text())["TEST_FILE"] == (
+            "data/runs/02_teacher_labels/pytest-smoke/splits/test.jsonl")
