@@ -123,6 +123,22 @@ def load_local(path: str | Path) -> list[dict[str, Any]]:
     return docs
 
 
+_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def _stream(dataset: str, config: str | None) -> Any:
+    """``datasets.load_dataset(..., streaming=True)`` on a hub id, a local folder or a single local data file."""
+    from datasets import load_dataset
+
+    local = resolve(dataset)  # a hub id such as "wikimedia/wikipedia" is not a path under the repository
+    if local.is_file():
+        builder = _FILE_BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{local}: unsupported data file type (use {sorted(_FILE_BUILDERS)})")
+        return load_dataset(builder, data_files=str(local), split="train", streaming=True)
+    return load_dataset(str(local) if local.is_dir() else dataset, config, split="train", streaming=True)
+
+
 def load_wikipedia(
     lang: str = "en", limit: int = 1000, dataset: str = "wikimedia/wikipedia", snapshot: str = "20231101"
 ) -> Iterator[dict[str, Any]]:
@@ -131,14 +147,12 @@ def load_wikipedia(
     Args:
         lang: Wikipedia language code (the config is ``f"{snapshot}.{lang}"``).
         limit: Maximum number of articles.
-        dataset: Hub id of the dump, or a local folder/file with the same columns (``id``, ``title``, ``text``).
+        dataset: Hub id of the dump, or a local folder or data file (parquet, JSON lines, CSV) with the same
+            columns (``id``, ``title``, ``text``).
         snapshot: Dump date; empty to load ``dataset`` without a config (local stand-ins).
     """
-    from datasets import load_dataset
-
     config = f"{snapshot}.{lang}" if snapshot else None
-    ds = load_dataset(dataset, config, split="train", streaming=True)
-    for i, row in enumerate(ds):
+    for i, row in enumerate(_stream(dataset, config)):
         if i >= limit:
             break
         yield {"doc_id": f"wiki-{lang}-{row.get('id', i)}", "source": "wikipedia", "title": row.get("title") or "",
@@ -150,13 +164,10 @@ def load_arxiv(limit: int = 1000, dataset: str = "gfissore/arxiv-abstracts-2021"
 
     Args:
         limit: Maximum number of abstracts.
-        dataset: Hub id, or a local folder/file with the columns ``id``, ``title``, ``abstract`` (``categories``
-            optional).
+        dataset: Hub id, or a local folder or data file with the columns ``id``, ``title``, ``abstract``
+            (``categories`` optional).
     """
-    from datasets import load_dataset
-
-    ds = load_dataset(dataset, split="train", streaming=True)
-    for i, row in enumerate(ds):
+    for i, row in enumerate(_stream(dataset, None)):
         if i >= limit:
             break
         abstract = _WS_RE.sub(" ", row["abstract"]).strip()  # abstracts are hard-wrapped; one paragraph each
@@ -532,8 +543,10 @@ def _analyse_all(texts: list[str], settings: dict[str, Any], workers: int) -> It
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # "spawn" is safe inside Jupyter kernels and threaded programs; workers only import kgutils.corpus.
-    ctx = mp.get_context("spawn")
+    # The platform's default start method (fork on Linux up to Python 3.13, forkserver from 3.14, spawn on macOS
+    # and Windows): forked workers skip re-importing the language model and datasketch, which on 2 cores is a
+    # large share of a 10k-passage run. Workers touch no threads, sockets or GPU state of the parent.
+    ctx = mp.get_context()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings,)) as pool:
         yield from pool.map(_analyse, batches)
 

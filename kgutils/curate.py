@@ -69,7 +69,9 @@ def validate_answer(content: str | None) -> tuple[list[dict] | None, list[dict],
         kept items needed a repair.
     """
     parsed = parse_output(content, repair=True)
-    if parsed.status in ("empty", "no_json", "invalid_json", "not_a_list"):
+    # A truncated answer (cut off by the token budget) would be an incomplete label: it teaches the student to miss
+    # relations, so it is refused like an answer with no list at all.
+    if parsed.status in ("empty", "no_json", "invalid_json", "not_a_list", "truncated"):
         return None, [], 0, f"answer not usable: {parsed.status}"
     strict = parse_output(content, repair=False)
     raw_items = strict.items if len(strict.items) == len(parsed.items) else [None] * len(parsed.items)
@@ -565,8 +567,16 @@ def save_splits(splits: dict[str, list[dict]], folder: str | Path) -> dict[str, 
         "hard_negative": Value("bool"), "negative_kind": Value("string"), "derived_from": Value("string"),
         "difficulty": Value("float64"),
     })
-    DatasetDict({s: Dataset.from_list(splits[s], features=features) for s in SPLITS}).save_to_disk(
-        str(out / "dataset"))
+    import pyarrow as pa
+
+    def build(rows: list[dict]) -> Dataset:
+        if not rows:  # Dataset.from_list cannot build an empty split; an empty Arrow table with the schema can
+            return Dataset(pa.Table.from_pylist([], schema=features.arrow_schema))
+        return Dataset.from_list(rows, features=features)
+
+    # One shard per split: an empty split saved with zero shards cannot be loaded back.
+    DatasetDict({s: build(splits[s]) for s in SPLITS}).save_to_disk(str(out / "dataset"),
+                                                                     num_shards={s: 1 for s in SPLITS})
     paths["dataset"] = out / "dataset"
     return paths
 

@@ -108,10 +108,6 @@ TRUNCATED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="curate.validate_answer treats parse status 'truncated' as usable (its list "
-                   "of failing statuses omits it, unlike teacher._UNUSABLE): a cut-off answer becomes a partial "
-                   "label, or [] (a natural negative) when no item was complete")
 @pytest.mark.parametrize("answer", TRUNCATED, ids=["no_complete_item", "one_complete_item"])
 def test_validate_truncated_answer_fails(answer):
     kept, _, _, failure = curate.validate_answer(answer)
@@ -501,10 +497,6 @@ def test_save_splits_round_trip(tmp_path):
     assert dd["train"].to_list()[1]["triplets"] == []
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="save_splits fails on an empty split: Dataset.from_list([], features=...) "
-                   "raises 'Keys mismatch'; split_decontaminated gives an empty val for < 23 examples with the "
-                   "default ratios")
 def test_save_splits_empty_split(tmp_path):
     from datasets import load_from_disk
 
@@ -516,7 +508,7 @@ def test_save_splits_empty_split(tmp_path):
 
 
 def test_default_ratios_can_leave_val_empty():
-    # Why an empty split is a real case for save_splits (see the xfail above).
+    # Why an empty split is a real case for save_splits.
     examples = [{"id": f"n{i}", "triplets": []} for i in range(20)]
     splits, _ = curate.split_decontaminated(examples)
     assert splits["val"] == []
