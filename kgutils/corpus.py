@@ -491,7 +491,7 @@ class CorpusResult:
 
     def drop_reasons(self) -> list[dict[str, Any]]:
         """Counts of (stage, rule) over the dropped passages, most frequent first."""
-        counts = Counter((d["stage"], d["reason"].split(" (")[0].split(" ")[0]) for d in self.dropped)
+        counts = Counter((d["stage"], d["rule"]) for d in self.dropped)
         return [{"stage": s, "rule": r, "passages": c} for (s, r), c in counts.most_common()]
 
 
@@ -549,6 +549,15 @@ def _analyse_all(texts: list[str], settings: dict[str, Any], workers: int) -> It
     ctx = mp.get_context()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings,)) as pool:
         yield from pool.map(_analyse, batches)
+
+
+def _rule(stage: str, reason: str) -> str:
+    """A short name for why a passage was dropped, for counting (the reason itself holds the values)."""
+    if stage == "quality":
+        return reason.split(" (")[0]  # the Gopher-style rule, e.g. "stop_words"
+    if stage == "language":
+        return "low confidence" if "confidence" in reason else "other language"
+    return {"length": "too short", "exact_dup": "same text", "near_dup": "MinHash Jaccard"}.get(stage, stage)
 
 
 def build_corpus(
@@ -612,8 +621,8 @@ def build_corpus(
             kept.append(row)
         else:
             removed[stage] += 1
-            dropped.append({"id": row["id"], "doc_id": row["doc_id"], "stage": stage, "reason": reason,
-                            "text": row["text"]})
+            dropped.append({"id": row["id"], "doc_id": row["doc_id"], "stage": stage, "rule": _rule(stage, reason),
+                            "reason": reason, "text": row["text"]})
 
     funnel = [{"stage": "documents", "removed": 0, "remaining": len(docs)},
               {"stage": "passages", "removed": 0, "remaining": len(rows)}]

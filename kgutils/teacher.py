@@ -31,8 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from .formats import parse_output
@@ -417,12 +416,3 @@ def label_passages(passages: Sequence[dict[str, Any]], config: TeacherConfig, ca
     if "error" in out:
         raise out["error"]
     return out["value"]
-
-
-def config_record(config: TeacherConfig) -> dict[str, Any]:
-    """The configuration as a dict for logs (holds the key's variable name, never the key)."""
-    return asdict(config)
-
-
-def answers_path(run_dir: str | Path) -> Path:
-    return resolve(run_dir) / "teacher_answers.jsonl"

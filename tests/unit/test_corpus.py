@@ -396,7 +396,8 @@ def test_build_corpus_funnel_adds_up(synthetic_result):
         assert cur["remaining"] == prev["remaining"] - cur["removed"]
     assert r.funnel[-1]["remaining"] == len(r.passages)
     reasons = {(x["stage"], x["rule"]): x["passages"] for x in r.drop_reasons()}
-    assert reasons[("near_dup", "near")] == 2 and reasons[("language", "language")] == 2
+    assert reasons[("near_dup", "MinHash Jaccard")] == 2 and reasons[("language", "other language")] == 2
+    assert reasons[("quality", "boilerplate_hits")] == 1 and reasons[("length", "too short")] == 1
 
 
 def test_build_corpus_keeps_first_occurrence_whatever_the_order():
