@@ -30,7 +30,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _label(args: argparse.Namespace) -> int:
     from .corpus import load_passages
-    from .teacher import TeacherCache, TeacherConfig, estimate_cost, label_passages, teacher_messages
+    from .teacher import TeacherCache, TeacherConfig, estimate_cost, label_passages, pending
 
     try:
         passages = load_passages(args.passages, args.limit)
@@ -39,9 +39,8 @@ def _label(args: argparse.Namespace) -> int:
                                concurrency=args.concurrency, max_retries=args.max_retries, timeout_s=args.timeout,
                                backoff_base_s=args.backoff, json_mode=not args.no_json_mode)
         with TeacherCache(args.cache) as cache:
-            pending = [p["text"] for p in passages
-                       if cache.get(config.cache_key(teacher_messages(p["text"]))) is None]
-            print("estimate:", json.dumps(estimate_cost(pending, config, cached=len(passages) - len(pending))),
+            todo = [p["text"] for p in pending(passages, config, cache)]
+            print("estimate:", json.dumps(estimate_cost(todo, config, cached=len(passages) - len(todo))),
                   file=sys.stderr, flush=True)
             report = label_passages(passages, config, cache, show_progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

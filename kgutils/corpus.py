@@ -25,6 +25,7 @@ Stages, in order (each removes passages and says why):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import zlib
 from collections import Counter
@@ -583,8 +584,6 @@ def build_corpus(
     passages in corpus order, so the first occurrence is kept whatever the number of workers.
     Passage ids are ``<doc_id>#p<k>`` with ``k`` the chunk index within the document.
     """
-    import os
-
     _check_thresholds(quality)
     languages = sorted({lang.lower() for lang in languages})
     settings = {"min_words": min_words, "languages": languages, "lang_min_score": lang_min_score,

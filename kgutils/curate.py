@@ -103,6 +103,35 @@ def validate_answer(content: str | None) -> tuple[list[dict] | None, list[dict],
     return kept, drops, n_repaired, None
 
 
+@dataclass
+class SchemaReport:
+    """Outcome of :func:`validate_answers`: the examples with valid triplets and everything that was dropped."""
+
+    examples: list[dict] = field(default_factory=list)
+    drops: list[dict] = field(default_factory=list)  # {"id", "item", "reason"} per dropped item
+    unusable: list[dict] = field(default_factory=list)  # {"id", "reason"} per answer without a usable list
+    n_items: int = 0
+    n_repaired: int = 0
+
+
+def validate_answers(passages: Sequence[dict], answers: dict[str, str]) -> SchemaReport:
+    """:func:`validate_answer` over every passage that has an answer (passages without one are skipped: the
+    teacher's report already counts them)."""
+    report = SchemaReport()
+    for p in passages:
+        if p["id"] not in answers:
+            continue
+        triplets, drops, repaired, failure = validate_answer(answers[p["id"]])
+        if triplets is None:
+            report.unusable.append({"id": p["id"], "reason": failure})
+            continue
+        report.n_items += len(triplets) + len(drops)
+        report.n_repaired += repaired
+        report.drops += [{"id": p["id"], **d} for d in drops]
+        report.examples.append({**p, "triplets": triplets})
+    return report
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Semantic validation
 # --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "LabelReport",
     "teacher_messages",
     "estimate_cost",
+    "pending",
     "load_recorded",
     "label_passages",
     "label_passages_async",
@@ -176,6 +177,11 @@ class TeacherCache:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def pending(passages: Sequence[dict[str, Any]], config: TeacherConfig, cache: TeacherCache) -> list[dict[str, Any]]:
+    """The passages that have no cached answer under ``config`` yet (what a run would request)."""
+    return [p for p in passages if cache.get(config.cache_key(teacher_messages(p["text"]))) is None]
 
 
 def estimate_cost(texts: Sequence[str], config: TeacherConfig, completion_tokens_per_passage: int = 300,

@@ -520,3 +520,16 @@ def test_strip_relations_result_is_sentence_subset():
     assert text is not None
     assert re.sub(r"\s+", " ", text) == " ".join(s for s in sentences if s in text)
     assert PLACES[3][1] not in text or PLACES[3][0] not in text
+
+
+def test_validate_answers_counts_items_repairs_and_unusable_answers():
+    passages = [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "c", "text": "z"}, {"id": "d", "text": "w"}]
+    good = T("ATLAS", "part_of", "Large Hadron Collider")
+    loose = {**T("CMS", "part_of", "Large Hadron Collider"), "relation": {"type": "Part Of", "weight": "0.9"}}
+    answers = {"a": json.dumps({"triplets": [good, loose, T("X", "born_in", "Y")]}), "b": "Sorry, no JSON here.",
+               "c": "[]"}  # "d" has no answer: the teacher's report counts it, not this step
+    report = curate.validate_answers(passages, answers)
+    assert [e["id"] for e in report.examples] == ["a", "c"]
+    assert report.n_items == 3 and report.n_repaired == 1
+    assert [d["id"] for d in report.drops] == ["a"] and "born_in" in report.drops[0]["reason"]
+    assert report.unusable == [{"id": "b", "reason": "answer not usable: no_json"}]

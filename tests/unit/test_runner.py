@@ -137,3 +137,21 @@ def test_real_profiles_validate_against_real_notebooks(monkeypatch):
     for profile in runner.PROFILES:
         resolved = runner.resolve_all(profile, books, run_id="t")
         assert set(resolved) == {b.stem for b in books}
+
+
+def test_latest_paths_resolve_and_pin_to_the_last_run(tmp_path, monkeypatch):
+    from kgutils import io
+
+    monkeypatch.setenv("KG_TRIPLETS_ROOT", str(tmp_path))
+    stage = tmp_path / "data" / "runs" / "01_corpus"
+    (stage / "run-a" / "corpus").mkdir(parents=True)
+    (stage / "run-b" / "corpus").mkdir(parents=True)
+    (stage / "LATEST").write_text("run-b\n")
+    assert io.resolve("data/runs/01_corpus/latest/corpus") == stage / "run-b" / "corpus"
+    pinned = runner.pin_latest({"CORPUS": "data/runs/01_corpus/latest/corpus", "N": 3,
+                                "FILES": ["data/runs/01_corpus/latest/x.jsonl", "other.jsonl"]}, tmp_path)
+    assert pinned == {"CORPUS": "data/runs/01_corpus/run-b/corpus", "N": 3,
+                      "FILES": ["data/runs/01_corpus/run-b/x.jsonl", "other.jsonl"]}
+    # A stage that never ran is an error naming it, before any notebook starts.
+    with pytest.raises(runner.ParameterError, match="02_teacher_labels"):
+        runner.pin_latest({"X": "data/runs/02_teacher_labels/latest/splits/test.jsonl"}, tmp_path)
