@@ -116,7 +116,11 @@ class SchemaReport:
 
 def validate_answers(passages: Sequence[dict], answers: dict[str, str]) -> SchemaReport:
     """:func:`validate_answer` over every passage that has an answer (passages without one are skipped: the
-    teacher's report already counts them)."""
+    teacher's report already counts them).
+
+    An answer whose items were *all* dropped is unusable, not a negative: the teacher saw relations there, so an
+    empty label would teach the student to miss them. Only an answer that is ``[]`` itself makes a negative.
+    """
     report = SchemaReport()
     for p in passages:
         if p["id"] not in answers:
@@ -128,6 +132,9 @@ def validate_answers(passages: Sequence[dict], answers: dict[str, str]) -> Schem
         report.n_items += len(triplets) + len(drops)
         report.n_repaired += repaired
         report.drops += [{"id": p["id"], **d} for d in drops]
+        if drops and not triplets:
+            report.unusable.append({"id": p["id"], "reason": "no valid triplet left after schema validation"})
+            continue
         report.examples.append({**p, "triplets": triplets})
     return report
 

@@ -523,13 +523,14 @@ def test_strip_relations_result_is_sentence_subset():
 
 
 def test_validate_answers_counts_items_repairs_and_unusable_answers():
-    passages = [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "c", "text": "z"}, {"id": "d", "text": "w"}]
+    passages = [{"id": k, "text": k} for k in "abcde"]
     good = T("ATLAS", "part_of", "Large Hadron Collider")
     loose = {**T("CMS", "part_of", "Large Hadron Collider"), "relation": {"type": "Part Of", "weight": "0.9"}}
     answers = {"a": json.dumps({"triplets": [good, loose, T("X", "born_in", "Y")]}), "b": "Sorry, no JSON here.",
-               "c": "[]"}  # "d" has no answer: the teacher's report counts it, not this step
+               "c": "[]", "e": json.dumps([T("A", "won", "B")])}  # "d" has no answer: the teacher's report counts it
     report = curate.validate_answers(passages, answers)
-    assert [e["id"] for e in report.examples] == ["a", "c"]
-    assert report.n_items == 3 and report.n_repaired == 1
-    assert [d["id"] for d in report.drops] == ["a"] and "born_in" in report.drops[0]["reason"]
-    assert report.unusable == [{"id": "b", "reason": "answer not usable: no_json"}]
+    assert [e["id"] for e in report.examples] == ["a", "c"]  # "e" is not a negative: its only item was invalid
+    assert report.n_items == 4 and report.n_repaired == 1
+    assert [d["id"] for d in report.drops] == ["a", "e"] and "born_in" in report.drops[0]["reason"]
+    assert report.unusable == [{"id": "b", "reason": "answer not usable: no_json"},
+                               {"id": "e", "reason": "no valid triplet left after schema validation"}]
