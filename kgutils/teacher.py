@@ -379,7 +379,11 @@ async def label_passages_async(
                 report.answers[p["id"]] = content
                 report.sources[p["id"]] = "live"
                 break
-            except Exception as exc:  # noqa: BLE001 - every failure is classified and counted
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                # A rejected key fails every request alike: stop instead of spending one request per passage.
+                raise RuntimeError(f"the teacher endpoint {config.base_url} rejected the credentials from "
+                                   f"${config.api_key_env or '(none)'}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - every other failure is classified and counted
                 reason, retryable = _classify(exc)
                 if not retryable or attempt == config.max_retries:
                     report.failed[p["id"]] = reason

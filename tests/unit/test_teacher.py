@@ -221,3 +221,37 @@ def test_recorded_answers_never_reach_a_live_run(tmp_path):
         msgs = teacher.teacher_messages("Some passage.")
         assert cache.get(rec.cache_key(msgs)) is not None
         assert cache.get(live.cache_key(msgs)) is None
+
+
+def test_rejected_key_stops_the_run(tmp_path, monkeypatch):
+    """A 401 aborts labelling with an error naming the variable instead of failing passage after passage."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class Reject(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(1)
+            body = b'{"error": {"message": "invalid api key", "type": "invalid_request_error"}}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Reject)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KG_TEST_TEACHER_KEY", "wrong")
+    cfg = teacher.TeacherConfig(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="m",
+                                api_key_env="KG_TEST_TEACHER_KEY", concurrency=1)
+    try:
+        with teacher.TeacherCache(tmp_path / "c.sqlite") as cache:
+            with pytest.raises(RuntimeError, match="KG_TEST_TEACHER_KEY"):
+                teacher.label_passages(_passages(20), cfg, cache, show_progress=False)
+    finally:
+        server.shutdown()
+    assert len(hits) < 20
