@@ -1,0 +1,247 @@
+"""Supervised fine-tuning with LoRA / QLoRA: the one SFT entry point of notebooks 03, 04, 05 and 07.
+
+:func:`train_sft` trains a LoRA adapter with TRL's ``SFTTrainer`` on prompt–completion chat examples, so the loss
+covers the assistant's answer only. The backend is chosen at run time and printed:
+
+* ``unsloth``: Unsloth's ``FastLanguageModel`` (its own gradient checkpointing), when a CUDA GPU and the
+  ``unsloth`` package (the ``gpu`` extra) are present;
+* ``peft``: plain ``transformers`` + ``peft`` otherwise (CPU included), with the model loaded by
+  :func:`kgutils.models.load_model` (hub ids, ``embedded:`` and ``tiny:`` models).
+
+Training order: with ``sampling="sequential"`` the examples are seen in file order, which keeps 02's curriculum
+(easy → hard); ``"random"`` shuffles; ``"group_by_length"`` batches passages of similar length (less padding).
+Checkpoints go to ``<out>/checkpoints``; a rerun resumes from the last one. The adapter, its LoRA config and the
+resolved settings are written to ``<out>/adapter``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .formats import to_json
+from .io import resolve, write_json
+from .models import LoadedModel, load_model
+from .prompts import extraction_messages
+
+__all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
+           "merge_and_save"]
+
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SAMPLINGS = ("sequential", "random", "group_by_length")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (the seed card's: r 32, alpha 32, dropout 0, bias none, all 7 projections)."""
+
+    r: int = 32
+    alpha: int = 32
+    dropout: float = 0.0
+    bias: str = "none"
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (the seed card's: batch 2 × accumulation 4, lr 5e-5, 5 epochs, warm-up 50 steps,
+    AdamW 8-bit, max length 2048, seed 42). ``max_steps`` > 0 overrides ``epochs``."""
+
+    epochs: float = 5.0
+    max_steps: int = -1
+    batch_size: int = 2
+    grad_accum: int = 4
+    learning_rate: float = 5e-5
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    optim: str = "adamw_8bit"
+    max_length: int = 2048
+    seed: int = 42
+    sampling: str = "sequential"
+    logging_steps: int = 10
+    eval_steps: int = 0  # 0: evaluate once per epoch
+    save_steps: int = 50
+    save_total_limit: int = 2
+    gradient_checkpointing: bool = True
+
+
+def sft_records(examples: list[dict], system: str | None = None) -> list[dict[str, Any]]:
+    """Prompt–completion chat records: the extraction prompt as the user turn, the gold JSON as the answer.
+
+    ``chat_template_kwargs`` turns Qwen3's thinking off (other templates ignore it), as at generation time.
+    """
+    return [{"prompt": extraction_messages(e["text"], system=system),
+             "completion": [{"role": "assistant", "content": to_json(e["triplets"])}],
+             "chat_template_kwargs": {"enable_thinking": False}} for e in examples]
+
+
+def choose_backend(prefer: str = "auto") -> tuple[str, str]:
+    """(backend, why): ``unsloth`` with CUDA and the package present, else ``peft``."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if prefer not in ("auto", "unsloth", "peft"):
+        raise ValueError(f"backend must be auto, unsloth or peft, got {prefer!r}")
+    if prefer == "unsloth" and not (has_cuda and has_unsloth):
+        raise RuntimeError("backend 'unsloth' needs a CUDA GPU and the unsloth package (pip install -e '.[gpu]')")
+    if prefer == "peft" or not (has_cuda and has_unsloth):
+        why = "requested" if prefer == "peft" else ("no CUDA GPU" if not has_cuda else "unsloth not installed")
+        return "peft", f"transformers + peft ({why})"
+    return "unsloth", "Unsloth FastLanguageModel (CUDA GPU and unsloth present)"
+
+
+def _optim(name: str, on_cuda: bool) -> str:
+    # bitsandbytes' 8-bit AdamW needs CUDA; on CPU the same algorithm in 32-bit state is the honest stand-in.
+    if name in ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit") and not on_cuda:
+        return "adamw_torch"
+    return name
+
+
+def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, for_family: str) -> tuple[Any, Any]:
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=spec, max_seq_length=settings.max_length,
+                                                             load_in_4bit=False)
+        model = FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+            target_modules=list(lora.target_modules),
+            use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
+            random_state=settings.seed)
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model
+
+    lm = load_model(spec, for_family=for_family)
+    print("Base model:", lm.describe())
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(lm.model, config)
+    return model, lm.tokenizer
+
+
+def train_sft(
+    model_spec: str,
+    train: list[dict],
+    val: list[dict] | None,
+    out_dir: str | Path,
+    lora: LoraSettings | None = None,
+    settings: TrainSettings | None = None,
+    *,
+    for_family: str = "qwen3",
+    backend: str = "auto",
+    resume: bool = True,
+    report_to: str = "none",
+    system: str | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on ``train`` (dicts with ``text`` and ``triplets``), with eval loss on ``val``.
+
+    Args:
+        model_spec: Base model: hub id or folder, ``embedded:NAME`` or ``tiny:ARCH`` (see :mod:`kgutils.models`).
+        train / val: Examples in the layout of 02's splits.
+        out_dir: Run folder: ``checkpoints/`` and ``adapter/`` are written inside.
+        lora / settings: See :class:`LoraSettings` and :class:`TrainSettings`.
+        for_family: The full-profile family the model stands in for (what :func:`load_model` reports).
+        backend: ``auto``, ``unsloth`` or ``peft`` (see :func:`choose_backend`).
+        resume: Continue from the last checkpoint in ``<out>/checkpoints`` when there is one.
+        report_to: ``"wandb"`` to log loss and eval loss to the active W&B run, ``"none"`` otherwise.
+        system: Optional system prompt.
+
+    Returns:
+        ``{"backend", "adapter_dir", "train_loss", "eval_loss", "global_step", "seconds", "resumed_from",
+        "log_history", "trainer", "model", "tokenizer"}``.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    lora, settings = lora or LoraSettings(), settings or TrainSettings()
+    if settings.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {settings.sampling!r}")
+    if not train:
+        raise ValueError("no training examples")
+    backend, why = choose_backend(backend)
+    print(f"Training backend: {backend} — {why}")
+    out = resolve(out_dir)
+    ckpt_dir = out / "checkpoints"
+    model, tokenizer = _load(model_spec, lora, settings, backend, for_family)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    on_cuda = torch.cuda.is_available()
+    eval_ds = Dataset.from_list(sft_records(val, system)) if val else None
+    config = SFTConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        optim=_optim(settings.optim, on_cuda),
+        max_length=settings.max_length,
+        seed=settings.seed,
+        train_sampling_strategy=settings.sampling,
+        completion_only_loss=True,
+        logging_steps=settings.logging_steps,
+        eval_strategy=("steps" if settings.eval_steps else "epoch") if eval_ds is not None else "no",
+        eval_steps=settings.eval_steps or None,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        activation_checkpointing=settings.gradient_checkpointing and backend == "peft" and on_cuda,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        report_to=report_to,
+        use_cpu=not on_cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(sft_records(train, system)),
+                         eval_dataset=eval_ds, processing_class=tokenizer)
+    last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    if last:
+        print(f"Resuming from {last}")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - t0
+    eval_loss = None
+    if eval_ds is not None:
+        eval_loss = trainer.evaluate().get("eval_loss")
+    adapter_dir = out / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    write_json(adapter_dir / "kg_triplets_train.json", {
+        "base_model": model_spec, "backend": backend, "lora": asdict(lora), "settings": asdict(settings),
+        "n_train": len(train), "n_val": len(val or []), "global_step": trainer.state.global_step,
+    })
+    return {"backend": backend, "adapter_dir": adapter_dir, "train_loss": result.training_loss,
+            "eval_loss": eval_loss, "global_step": trainer.state.global_step, "seconds": round(seconds, 1),
+            "resumed_from": last, "log_history": trainer.state.log_history, "trainer": trainer,
+            "model": trainer.model, "tokenizer": tokenizer}
+
+
+def load_adapter(base_spec: str, adapter_dir: str | Path, for_family: str = "qwen3") -> LoadedModel:
+    """The base model with a saved adapter on top, ready for :mod:`kgutils.generate`."""
+    from peft import PeftModel
+
+    lm = load_model(base_spec, for_family=for_family)
+    lm.model = PeftModel.from_pretrained(lm.model, str(resolve(adapter_dir)))
+    lm.model.eval()
+    lm.note = f"{lm.note}; LoRA adapter {adapter_dir}".strip("; ")
+    return lm
+
+
+def merge_and_save(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+    """Merge the LoRA weights into the base model (``merge_and_unload``) and save an ordinary checkpoint."""
+    out = resolve(out_dir)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / "MERGED_FROM_ADAPTER.json").write_text(json.dumps({"note": "LoRA merged with merge_and_unload"}) + "\n")
+    return out

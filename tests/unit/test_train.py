@@ -1,0 +1,109 @@
+"""LoRA SFT on a tiny random Qwen3: answer-only loss, curriculum order, checkpoints and resume, adapter reload."""
+
+import json
+
+import pytest
+import torch
+
+from kgutils import train
+from kgutils.formats import parse_output
+from kgutils.generate import generate_texts, render_prompt
+from kgutils.io import read_jsonl
+from kgutils.models import LoadedModel, load_model
+
+ROWS = read_jsonl("data/sample/test.jsonl")[:10]
+SETTINGS = dict(batch_size=2, grad_accum=1, learning_rate=2e-3, warmup_steps=0, save_steps=2, logging_steps=1,
+                max_length=1024, eval_steps=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    lora = train.LoraSettings(r=8, alpha=16)
+    first = train.train_sft("tiny:qwen3", ROWS[:8], ROWS[8:], out, lora,
+                            train.TrainSettings(max_steps=2, **SETTINGS))
+    second = train.train_sft("tiny:qwen3", ROWS[:8], ROWS[8:], out, lora,
+                             train.TrainSettings(max_steps=4, **SETTINGS))
+    return out, first, second
+
+
+def test_sft_records_hold_the_gold_json_as_the_answer():
+    rec = train.sft_records(ROWS[:1])[0]
+    assert rec["prompt"][-1]["role"] == "user" and ROWS[0]["text"] in rec["prompt"][-1]["content"]
+    assert rec["completion"][0]["role"] == "assistant"
+    assert parse_output(rec["completion"][0]["content"]).items == ROWS[0]["triplets"]
+    assert rec["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_backend_on_cpu_is_peft_and_unsloth_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only check")
+    assert train.choose_backend()[0] == "peft"
+    with pytest.raises(RuntimeError, match="CUDA"):
+        train.choose_backend("unsloth")
+    with pytest.raises(ValueError):
+        train.choose_backend("tpu")
+
+
+def test_loss_covers_the_answer_only_in_file_order(trained):
+    _, first, _ = trained
+    trainer = first["trainer"]
+    loader = trainer.get_train_dataloader()
+    assert type(loader.sampler).__name__ == "SequentialSampler"  # curriculum order kept
+    batch = next(iter(loader))
+    tok = first["tokenizer"]
+    for i, row in enumerate(ROWS[:2]):
+        labels = batch["labels"][i]
+        answer = tok.decode(labels[labels != -100])
+        # Only the answer is scored (plus the end-of-turn token), and it is the first file rows' gold JSON.
+        assert parse_output(answer).items == row["triplets"]
+        assert row["text"][:40] not in answer
+        assert (labels != -100).sum() < (batch["attention_mask"][i] == 1).sum() / 2
+
+
+def test_checkpoints_and_resume(trained):
+    out, first, second = trained
+    assert first["global_step"] == 2 and first["resumed_from"] is None
+    assert second["resumed_from"].endswith("checkpoint-2") and second["global_step"] == 4
+    losses = [h["loss"] for h in second["log_history"] if "loss" in h]
+    assert len(losses) == 4 and all(x == x for x in losses)  # steps 1-2 restored from the checkpoint's state
+    assert second["eval_loss"] is not None
+    cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert cfg["r"] == 8 and set(cfg["target_modules"]) == set(train.ALL_PROJECTIONS)
+    meta = json.loads((out / "adapter" / "kg_triplets_train.json").read_text())
+    assert meta["global_step"] == 4 and meta["settings"]["max_steps"] == 4
+
+
+def _logits(model, tok, text):
+    ids = tok(render_prompt(tok, text), return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_reloaded_adapter_matches_the_trained_model(trained, tmp_path):
+    out, _, second = trained
+    model, tok = second["model"].eval(), second["tokenizer"]
+    reloaded = train.load_adapter("tiny:qwen3", out / "adapter")
+    base = load_model("tiny:qwen3")
+    text = ROWS[0]["text"]
+    trained_logits = _logits(model, tok, text)
+    assert torch.allclose(trained_logits, _logits(reloaded.model, reloaded.tokenizer, text), atol=1e-5)
+    assert not torch.allclose(trained_logits, _logits(base.model, base.tokenizer, text), atol=1e-4)  # it learnt
+    live = LoadedModel(model=model, tokenizer=tok, spec="in-memory", kind="tiny",
+                       stop_token_ids=reloaded.stop_token_ids)
+    prompts = [render_prompt(tok, r["text"]) for r in ROWS[:2]]
+    a = generate_texts(live, prompts, batch_size=2, max_new_tokens=12, progress=False)
+    b = generate_texts(reloaded, prompts, batch_size=2, max_new_tokens=12, progress=False)
+    assert [x["text"] for x in a] == [x["text"] for x in b]
+    merged_dir = train.merge_and_save(reloaded.model, reloaded.tokenizer, tmp_path / "merged")
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert torch.allclose(trained_logits, _logits(merged, tok, text), atol=1e-4)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="sampling"):
+        train.train_sft("tiny:qwen3", ROWS[:2], None, "/tmp/unused", settings=train.TrainSettings(sampling="sorted"))
+    with pytest.raises(ValueError, match="no training examples"):
+        train.train_sft("tiny:qwen3", [], None, "/tmp/unused")
