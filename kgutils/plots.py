@@ -254,3 +254,21 @@ def triplets_per_passage(splits: dict[str, Sequence[dict]], title: str = "Triple
     sns.despine(ax=ax)
     fig.tight_layout()
     return fig
+
+
+def loss_curve(log_history: Sequence[dict[str, Any]], title: str = "Training loss"):
+    """Training loss per logged step and eval loss where it was computed (from ``trainer.state.log_history``)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    if train:
+        ax.plot(*zip(*train), label="train loss", color=sns.color_palette("deep")[0])
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss", color=sns.color_palette("deep")[1])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(title)
+    ax.legend()
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
