@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,14 @@ def sft_records(examples: list[dict], system: str | None = None) -> list[dict[st
     return [{"prompt": extraction_messages(e["text"], system=system),
              "completion": [{"role": "assistant", "content": to_json(e["triplets"])}],
              "chat_template_kwargs": {"enable_thinking": False}} for e in examples]
+
+
+def _records(examples: list[dict], system: str | None) -> list[dict[str, Any]]:
+    """Examples already in prompt–completion form (``prompt``/``completion`` keys) pass through; 02's
+    ``text``/``triplets`` examples become :func:`sft_records`."""
+    if examples and "prompt" in examples[0] and "completion" in examples[0]:
+        return list(examples)
+    return sft_records(examples, system)
 
 
 def choose_backend(prefer: str = "auto") -> tuple[str, str]:
@@ -142,7 +151,8 @@ def train_sft(
 
     Args:
         model_spec: Base model: hub id or folder, ``embedded:NAME`` or ``tiny:ARCH`` (see :mod:`kgutils.models`).
-        train / val: Examples in the layout of 02's splits.
+        train / val: Examples in the layout of 02's splits (``text``, ``triplets``), or chat records with
+            ``prompt`` and ``completion`` message lists for other tasks (e.g. the CoNLL04 benchmark).
         out_dir: Run folder: ``checkpoints/`` and ``adapter/`` are written inside.
         lora / settings: See :class:`LoraSettings` and :class:`TrainSettings`.
         for_family: The full-profile family the model stands in for (what :func:`load_model` reports).
@@ -173,7 +183,7 @@ def train_sft(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     on_cuda = torch.cuda.is_available()
-    eval_ds = Dataset.from_list(sft_records(val, system)) if val else None
+    eval_ds = Dataset.from_list(_records(val, system)) if val else None
     config = SFTConfig(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=settings.batch_size,
@@ -202,8 +212,16 @@ def train_sft(
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(sft_records(train, system)),
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(_records(train, system)),
                          eval_dataset=eval_ds, processing_class=tokenizer)
+    if os.environ.get("KG_TRIPLETS_BATCH"):
+        # Under the batch runner the kernel's widget bar would only land in the executed notebook: use text bars,
+        # which the runner streams to the terminal.
+        from transformers.trainer_callback import ProgressCallback
+        from transformers.utils.notebook import NotebookProgressCallback
+
+        trainer.remove_callback(NotebookProgressCallback)
+        trainer.add_callback(ProgressCallback)
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if last:
         print(f"Resuming from {last}")
