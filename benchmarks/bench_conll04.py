@@ -90,7 +90,8 @@ def main() -> None:
     from kgutils.generate import generate_texts
     from kgutils.models import LoadedModel, load_model
 
-    out = Path(args.out) if args.out else repo_root() / "data" / "runs" / "bench_conll04" / time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else repo_root() / "data" / "runs" / "bench_conll04" / stamp
     tr, va, te = load_split("train"), load_split("valid"), load_split("test")
     te = te[: args.limit_test] if args.limit_test else te
     settings = train.TrainSettings(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,

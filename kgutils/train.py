@@ -220,8 +220,9 @@ def train_sft(
         from transformers.trainer_callback import ProgressCallback
         from transformers.utils.notebook import NotebookProgressCallback
 
-        trainer.remove_callback(NotebookProgressCallback)
-        trainer.add_callback(ProgressCallback)
+        if any(isinstance(cb, NotebookProgressCallback) for cb in trainer.callback_handler.callbacks):
+            trainer.remove_callback(NotebookProgressCallback)
+            trainer.add_callback(ProgressCallback)
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
     if last:
         print(f"Resuming from {last}")
