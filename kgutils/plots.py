@@ -183,6 +183,19 @@ def evaluation_figures(
     return [(name, fig, save(fig, name, folders)) for name, fig in figures]
 
 
+def _finish(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str | None = None, legend: bool = True) -> Any:
+    """Labels, legend, despine and tight layout: the common end of the data and training plots."""
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend()
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 def funnel(rows: Sequence[dict[str, Any]], title: str = "Corpus funnel", unit: str = "passages"):
     """Horizontal bars of what remains after each stage, labelled with what the stage removed.
 
@@ -201,11 +214,7 @@ def funnel(rows: Sequence[dict[str, Any]], title: str = "Corpus funnel", unit: s
     ax.set_yticks(range(len(rows)), stages)
     ax.invert_yaxis()
     ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel(unit)
-    ax.set_title(title)
-    sns.despine(ax=ax)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, unit, legend=False)
 
 
 def relation_distribution(splits: dict[str, Sequence[dict]], title: str = "Relations per split"):
@@ -225,12 +234,8 @@ def relation_distribution(splits: dict[str, Sequence[dict]], title: str = "Relat
         left = [a + b for a, b in zip(left, vals)]
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
-    ax.set_xlabel("triplets")
-    ax.set_title(title)
     ax.legend(loc="lower right")
-    sns.despine(ax=ax)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, "triplets", legend=False)
 
 
 def triplets_per_passage(splits: dict[str, Sequence[dict]], title: str = "Triplets per passage"):
@@ -247,13 +252,7 @@ def triplets_per_passage(splits: dict[str, Sequence[dict]], title: str = "Triple
         ax.bar([x + (j - (len(splits) - 1) / 2) * width for x in xs], [c[x] / n for x in xs], width,
                color=color, label=f"{s} (n={len(exs)})")
     ax.set_xticks(xs)
-    ax.set_xlabel("triplets in the passage")
-    ax.set_ylabel("share of passages")
-    ax.set_title(title)
-    ax.legend()
-    sns.despine(ax=ax)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, "triplets in the passage", "share of passages")
 
 
 def loss_curve(log_history: Sequence[dict[str, Any]], title: str = "Training loss"):
@@ -265,10 +264,4 @@ def loss_curve(log_history: Sequence[dict[str, Any]], title: str = "Training los
         ax.plot(*zip(*train), label="train loss", color=sns.color_palette("deep")[0])
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color=sns.color_palette("deep")[1])
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (answer tokens)")
-    ax.set_title(title)
-    ax.legend()
-    sns.despine(ax=ax)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title, "optimizer step", "loss (answer tokens)")
