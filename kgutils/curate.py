@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import split_sentences
-from .formats import parse_output
+from .formats import UNUSABLE_STATUSES, parse_output
 from .metrics import normalize_title
 from .ontology import RELATIONS, validate_triplet
 
@@ -71,7 +71,7 @@ def validate_answer(content: str | None) -> tuple[list[dict] | None, list[dict],
     parsed = parse_output(content, repair=True)
     # A truncated answer (cut off by the token budget) would be an incomplete label: it teaches the student to miss
     # relations, so it is refused like an answer with no list at all.
-    if parsed.status in ("empty", "no_json", "invalid_json", "not_a_list", "truncated"):
+    if parsed.status in UNUSABLE_STATUSES:
         return None, [], 0, f"answer not usable: {parsed.status}"
     strict = parse_output(content, repair=False)
     raw_items = strict.items if len(strict.items) == len(parsed.items) else [None] * len(parsed.items)

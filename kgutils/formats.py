@@ -57,6 +57,7 @@ from typing import Any
 
 __all__ = [
     "PARSE_STATUSES",
+    "UNUSABLE_STATUSES",
     "ParseResult",
     "parse_output",
     "strip_think",
@@ -81,6 +82,8 @@ PARSE_STATUSES: tuple[str, ...] = (
     "bad_items",
 )
 _SEVERITY = {s: i for i, s in enumerate(PARSE_STATUSES)}
+# Statuses that leave no complete list to use as a *label* (a truncated list would be an incomplete one).
+UNUSABLE_STATUSES: frozenset[str] = frozenset({"empty", "no_json", "invalid_json", "truncated", "not_a_list"})
 
 # Keys of an object that wraps the list of triplets.
 _WRAPPER_KEYS = ("triplets", "triples", "relations", "edges")

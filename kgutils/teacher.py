@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .formats import parse_output
+from .formats import UNUSABLE_STATUSES, parse_output
 from .io import progress, read_jsonl, resolve
 from .ontology import ENTITY_TYPES, RELATIONS
 
@@ -67,8 +67,6 @@ TEACHER_SYSTEM = (
     '"relation": {{"type": "...", "weight": 0.9}}, "target": {{"title": "...", "type": "concept"}}}}]}}'
 )
 
-# Parse outcomes that make an answer unusable: the request is retried.
-_UNUSABLE = ("empty", "no_json", "invalid_json", "truncated", "not_a_list")
 
 
 def teacher_messages(text: str) -> list[dict[str, str]]:
@@ -372,7 +370,7 @@ async def label_passages_async(
                 report.cost_usd += config.cost(pt, ct)  # paid for, even if the answer turns out unusable
                 content = resp.choices[0].message.content if resp.choices else None
                 status = parse_output(content).status
-                if status in _UNUSABLE:
+                if status in UNUSABLE_STATUSES:  # retried like a transient error
                     raise _Unusable(status)
                 cache.put(key, model=config.model, passage_id=str(p["id"]), content=content, prompt_tokens=pt,
                           completion_tokens=ct, cost_usd=config.cost(pt, ct), source="live")
