@@ -636,6 +636,73 @@ def split_stats(splits: dict[str, list[dict]]) -> list[dict[str, Any]]:
     return rows
 
 
+def prepare_splits(splits: dict[str, list[dict]], hard_negative_share: float = 0.15, curriculum: bool = True,
+                   seed: int = 42) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Final records of every split: hard negatives added to train and train put in curriculum order; val and
+    test keep their order and get a difficulty score for analysis.
+
+    Returns:
+        ``(splits, hard_negative_report)``.
+
+    Raises:
+        AssertionError: if a hard negative carried a test entity into train (it cannot: they come from train).
+    """
+    train, report = add_hard_negatives(splits["train"], hard_negative_share, seed)
+    final = {"train": [finalize(e) for e in curriculum_order(train, curriculum, seed)]}
+    for name in ("val", "test"):
+        final[name] = [finalize(e, d) for e, d in zip(splits[name], difficulty_scores(splits[name]))]
+    after = leakage(final["test"], final["train"] + final["val"])
+    assert after["examples"] == 0, after
+    return final, report
+
+
+def funnels(n_passages: int, n_answered: int, schema: SchemaReport, validated: Sequence[dict],
+            split_report: SplitReport, negatives: dict[str, Any], final: dict[str, list[dict]]
+            ) -> tuple[list[dict], list[dict]]:
+    """The labelling funnel per passage and per triplet, as ``{"stage", "removed", "remaining"}`` rows."""
+    n_valid = len(validated)
+    n_schema_items = schema.n_items - len(schema.drops)
+    n_semantic = sum(len(e["triplets"]) for e in validated)
+    passages = [
+        {"stage": "passages", "removed": 0, "remaining": n_passages},
+        {"stage": "teacher answer", "removed": n_passages - n_answered, "remaining": n_answered},
+        {"stage": "schema", "removed": len(schema.unusable), "remaining": len(schema.examples)},
+        {"stage": "semantic", "removed": len(schema.examples) - n_valid, "remaining": n_valid},
+        {"stage": "decontamination", "removed": split_report.dropped, "remaining": n_valid - split_report.dropped},
+        {"stage": "+ hard negatives (train)", "removed": negatives["natural_removed"],
+         "remaining": sum(len(v) for v in final.values())},
+    ]
+    triplets = [
+        {"stage": "items in answers", "removed": 0, "remaining": schema.n_items},
+        {"stage": "schema", "removed": len(schema.drops), "remaining": n_schema_items},
+        {"stage": "semantic", "removed": n_schema_items - n_semantic, "remaining": n_semantic},
+    ]
+    return passages, triplets
+
+
+def labels_card(title: str, source: str, passage_funnel: list[dict], triplet_funnel: list[dict], n_repaired: int,
+                stats: list[dict], split_report: SplitReport, extra_eval: Sequence[str], negatives: dict[str, Any],
+                curriculum: bool) -> str:
+    """The data card of 02's output (Markdown)."""
+    n_train = next(r["passages"] for r in stats if r["split"] == "train")
+    return data_card(title, {
+        "Source": source,
+        "Passage funnel": passage_funnel,
+        "Triplet funnel": triplet_funnel + [{"stage": "repaired (kept)", "removed": "", "remaining": n_repaired}],
+        "Splits": stats,
+        "Decontamination": f"{split_report.groups} entity groups (largest {split_report.largest_group}); "
+                           f"{split_report.moved} examples placed differently from a plain random split, "
+                           f"{split_report.dropped} dropped for sharing an entity with {list(extra_eval)}; leakage "
+                           f"test→train/val: {split_report.leakage_test_train_val}, extra eval→train/val: "
+                           f"{split_report.leakage_extra_eval}.",
+        "Hard negatives": f"{negatives['negatives']} of {n_train} training examples ({negatives['share']:.1%}): "
+                          f"{negatives['negatives'] - negatives['stripped']} natural, {negatives['stripped']} "
+                          "stripped.",
+        "Curriculum": "easy → hard by difficulty (mean percentile of triplet count, words, relation rarity)"
+                      if curriculum else "off (seeded shuffle)",
+    })
+
+
 def data_card(title: str, sections: dict[str, Any]) -> str:
     """A short Markdown data card: each section is a paragraph (str) or a table (list of dicts)."""
     lines = [f"# {title}", ""]

@@ -246,6 +246,11 @@ class LabelReport:
     cost_usd: float = 0.0
     seconds: float = 0.0
 
+    def records(self, passages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One row per passage: its raw answer (or None), where the answer came from, and why it failed."""
+        return [{"id": p["id"], "text": p["text"], "answer": self.answers.get(p["id"]),
+                 "source": self.sources.get(p["id"], ""), "failure": self.failed.get(p["id"], "")} for p in passages]
+
     def summary(self) -> dict[str, Any]:
         by_source = Counter(self.sources.values())
         return {"passages": len(self.answers) + len(self.failed), "answered": len(self.answers),
