@@ -88,7 +88,6 @@ def main() -> None:
         print(f"CoNLL04 benchmark skipped: {data_dir()} is absent")
         return
     from kgutils.generate import generate_texts
-    from kgutils.models import LoadedModel, load_model
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else repo_root() / "data" / "runs" / "bench_conll04" / stamp
@@ -103,9 +102,7 @@ def main() -> None:
     print(f"training: {fit['global_step']} steps in {fit['seconds']:.0f} s, train loss {fit['train_loss']:.3f}, "
           f"eval loss {fit['eval_loss']:.3f}")
 
-    tok = fit["tokenizer"]
-    lm = LoadedModel(model=fit["model"].eval(), tokenizer=tok, spec=f"{args.model} + LoRA (CoNLL04)", kind="adapter",
-                     stop_token_ids=load_model(args.model).stop_token_ids)
+    tok, lm = fit["tokenizer"], fit["loaded"]
     prompts = [tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                for r in records(te)]
     t0 = time.perf_counter()

@@ -212,7 +212,8 @@ def tiny_checkpoint(arch: str, seed: int = 0) -> Path:
     return target
 
 
-def _stop_ids(tokenizer: Any, model: Any) -> list[int]:
+def stop_ids(tokenizer: Any, model: Any) -> list[int]:
+    """Token ids that end an answer: the model's EOS ids plus the chat templates' end-of-turn tokens."""
     ids: list[int] = []
     eos = getattr(model.generation_config, "eos_token_id", None)
     for e in eos if isinstance(eos, (list, tuple)) else [eos]:
@@ -294,7 +295,7 @@ def load_model(
         tokenizer=tokenizer,
         spec=spec,
         kind=kind,
-        stop_token_ids=_stop_ids(tokenizer, model),
+        stop_token_ids=stop_ids(tokenizer, model),
         note=note,
         load_seconds=time.perf_counter() - t0,
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 from .formats import to_json
 from .io import resolve, write_json
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, stop_ids
 from .prompts import extraction_messages
 
 __all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
@@ -163,7 +163,8 @@ def train_sft(
 
     Returns:
         ``{"backend", "adapter_dir", "train_loss", "eval_loss", "global_step", "seconds", "resumed_from",
-        "log_history", "trainer", "model", "tokenizer"}``.
+        "log_history", "trainer", "model", "tokenizer", "loaded"}``; ``loaded`` is the trained model as a
+        :class:`~kgutils.models.LoadedModel` in eval mode, ready for :mod:`kgutils.generate`.
     """
     import torch
     from datasets import Dataset
@@ -239,10 +240,12 @@ def train_sft(
         "base_model": model_spec, "backend": backend, "lora": asdict(lora), "settings": asdict(settings),
         "n_train": len(train), "n_val": len(val or []), "global_step": trainer.state.global_step,
     })
+    loaded = LoadedModel(model=trainer.model.eval(), tokenizer=tokenizer, spec=f"{model_spec} + LoRA",
+                         kind="adapter", stop_token_ids=stop_ids(tokenizer, trainer.model))
     return {"backend": backend, "adapter_dir": adapter_dir, "train_loss": result.training_loss,
             "eval_loss": eval_loss, "global_step": trainer.state.global_step, "seconds": round(seconds, 1),
             "resumed_from": last, "log_history": trainer.state.log_history, "trainer": trainer,
-            "model": trainer.model, "tokenizer": tokenizer}
+            "model": trainer.model, "tokenizer": tokenizer, "loaded": loaded}
 
 
 def load_adapter(base_spec: str, adapter_dir: str | Path, for_family: str = "qwen3") -> LoadedModel:

@@ -9,7 +9,7 @@ from kgutils import train
 from kgutils.formats import parse_output
 from kgutils.generate import generate_texts, render_prompt
 from kgutils.io import read_jsonl
-from kgutils.models import LoadedModel, load_model
+from kgutils.models import load_model
 
 ROWS = read_jsonl("data/sample/test.jsonl")[:10]
 SETTINGS = dict(batch_size=2, grad_accum=1, learning_rate=2e-3, warmup_steps=0, save_steps=2, logging_steps=1,
@@ -89,8 +89,8 @@ def test_reloaded_adapter_matches_the_trained_model(trained, tmp_path):
     trained_logits = _logits(model, tok, text)
     assert torch.allclose(trained_logits, _logits(reloaded.model, reloaded.tokenizer, text), atol=1e-5)
     assert not torch.allclose(trained_logits, _logits(base.model, base.tokenizer, text), atol=1e-4)  # it learnt
-    live = LoadedModel(model=model, tokenizer=tok, spec="in-memory", kind="tiny",
-                       stop_token_ids=reloaded.stop_token_ids)
+    live = second["loaded"]
+    assert live.stop_token_ids == reloaded.stop_token_ids
     prompts = [render_prompt(tok, r["text"]) for r in ROWS[:2]]
     a = generate_texts(live, prompts, batch_size=2, max_new_tokens=12, progress=False)
     b = generate_texts(reloaded, prompts, batch_size=2, max_new_tokens=12, progress=False)
