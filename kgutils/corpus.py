@@ -635,7 +635,8 @@ def build_corpus(
 
 
 def save_corpus(result: CorpusResult, folder: str | Path) -> dict[str, Path]:
-    """Write the kept passages as a ``datasets`` Dataset (``corpus/``) and JSONL, plus the drops and the funnel.
+    """Write the kept passages as a ``datasets`` Dataset (``corpus/``) and JSONL, plus the drops, the funnel and
+    the applied settings (``corpus_config.json``).
 
     Returns:
         The paths written, by name.
@@ -643,7 +644,7 @@ def save_corpus(result: CorpusResult, folder: str | Path) -> dict[str, Path]:
     import pandas as pd
     from datasets import Dataset
 
-    from .io import write_jsonl
+    from .io import write_json, write_jsonl
 
     out = resolve(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -654,6 +655,8 @@ def save_corpus(result: CorpusResult, folder: str | Path) -> dict[str, Path]:
         "passages": write_jsonl(out / "passages.jsonl", result.passages),
         "dropped": write_jsonl(out / "dropped.jsonl", result.dropped),
         "funnel": out / "funnel.csv",
+        # The settings as applied, quality thresholds with their defaults filled in: what produced this corpus.
+        "config": write_json(out / "corpus_config.json", result.config),
     }
     pd.DataFrame(result.funnel).to_csv(paths["funnel"], index=False)
     return paths

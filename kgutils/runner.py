@@ -253,7 +253,7 @@ def resolve_all(
 def _pin(value: Any, root: Path) -> Any:
     if isinstance(value, list):
         return [_pin(v, root) for v in value]
-    if isinstance(value, str) and f"/{LATEST}" in value.replace("\\", "/") and "runs/" in value:
+    if isinstance(value, str) and LATEST in Path(value).parts:  # io.resolve decides whether it is a run path
         try:
             pinned = resolve(value)
         except FileNotFoundError as exc:
