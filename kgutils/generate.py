@@ -1,8 +1,15 @@
 """Batched greedy generation of triplet predictions.
 
-Passages are sorted by prompt length so a batch holds prompts of similar length (less padding), padded on
-the left (decoder-only models continue from the right edge) and decoded greedily with the KV cache. Each
-finished batch is appended to the predictions file at once, so an interrupted run resumes where it
+Two engines, chosen by :func:`choose_engine` and printed by the notebooks:
+
+* ``hf`` (always available, CPU included): passages are sorted by prompt length so a batch holds prompts of
+  similar length (less padding), padded on the left (decoder-only models continue from the right edge) and
+  decoded greedily with ``transformers``' ``generate`` and the KV cache;
+* ``vllm`` (when the ``vllm`` package of the ``gpu`` extra is installed and a CUDA GPU is present): the prompts go
+  to a :class:`VllmModel` (``vllm.LLM``, LoRA adapters through ``LoRARequest``) with greedy ``SamplingParams``;
+  vLLM schedules its own batches.
+
+Each finished chunk is appended to the predictions file at once, so an interrupted run resumes where it
 stopped; the file is rewritten in input order at the end.
 
 Predictions JSONL, one row a passage (the layout 06 and ``python -m kgutils evaluate`` read)::
@@ -20,15 +27,113 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .formats import parse_output
 from .io import progress as progress_bar
 from .io import resolve
 from .metrics import parse_card_output
-from .models import LoadedModel
+from .models import LoadedModel, model_path
 from .prompts import extraction_messages, extraction_prompt
+
+ENGINES = ("auto", "hf", "vllm")
+
+
+def choose_engine(prefer: str = "auto") -> tuple[str, str]:
+    """(engine, why): ``vllm`` when the package is installed and a CUDA GPU is present, else ``hf``.
+
+    Raises:
+        ValueError: for an unknown engine; RuntimeError: ``vllm`` requested where it cannot run.
+    """
+    import importlib.util
+
+    import torch
+
+    if prefer not in ENGINES:
+        raise ValueError(f"generation engine must be one of {ENGINES}, got {prefer!r}")
+    has_cuda = torch.cuda.is_available()
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if prefer == "vllm" and not (has_cuda and has_vllm):
+        raise RuntimeError("engine 'vllm' needs a CUDA GPU and the vllm package (pip install -e '.[gpu]')")
+    if prefer == "hf" or not (has_cuda and has_vllm):
+        why = "requested" if prefer == "hf" else ("no CUDA GPU" if not has_cuda else "vllm not installed")
+        return "hf", f"transformers generate, length-sorted batches ({why})"
+    return "vllm", "vLLM (CUDA GPU and vllm present)"
+
+
+@dataclass
+class VllmModel:
+    """A vLLM engine in the place of a :class:`~kgutils.models.LoadedModel` for :func:`generate_texts` and
+    :func:`predict_file`; ``lora`` is the ``LoRARequest`` applied to every prompt (``None`` for the base model)."""
+
+    llm: Any
+    tokenizer: Any
+    spec: str
+    stop_token_ids: list[int] = field(default_factory=list)
+    lora: Any = None
+    note: str = ""
+
+    def describe(self) -> str:
+        return f"{self.spec} (vLLM{', LoRA ' + self.lora.lora_path if self.lora else ''}) {self.note}".strip()
+
+
+def load_vllm(
+    spec: str,
+    adapter_dir: str | Path | None = None,
+    *,
+    llm: Any = None,
+    max_lora_rank: int = 64,
+    max_model_len: int = 4096,
+    gpu_memory_utilization: float = 0.6,
+    seed: int = 0,
+) -> VllmModel:
+    """A :class:`VllmModel` for a model spec, optionally with a LoRA adapter folder on top.
+
+    Args:
+        spec: hub id or folder, ``embedded:NAME`` or ``tiny:ARCH`` (see :func:`kgutils.models.model_path`).
+        adapter_dir: a PEFT adapter folder (as :func:`kgutils.train.train_sft` writes), served with LoRA.
+        llm: an existing ``vllm.LLM`` of the same base model to reuse (its ``enable_lora`` must be on for an
+            adapter): base and fine-tuned predictions then share one engine.
+        max_lora_rank / max_model_len / gpu_memory_utilization / seed: ``vllm.LLM`` settings.
+    """
+    engine, why = choose_engine("vllm")  # raises with a clear message where vLLM cannot run
+    from transformers import GenerationConfig
+    from vllm import LLM
+    from vllm.lora.request import LoRARequest
+
+    from .models import stop_ids
+
+    if llm is None:
+        llm = LLM(model=model_path(spec), enable_lora=True, max_lora_rank=max_lora_rank, max_model_len=max_model_len,
+                  gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+    tok = llm.get_tokenizer()
+    lora = None
+    if adapter_dir is not None:
+        folder = resolve(adapter_dir)
+        if not (folder / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no adapter_config.json: not a LoRA adapter folder")
+        lora = LoRARequest("kg-triplets-adapter", 1, str(folder))
+
+    try:  # the checkpoint's own end-of-answer ids, as load_model reads them
+        gen_config = GenerationConfig.from_pretrained(model_path(spec))
+    except OSError:  # no generation_config.json: the tokenizer's EOS and end-of-turn tokens only
+        gen_config = GenerationConfig()
+    stops = stop_ids(tok, SimpleNamespace(generation_config=gen_config))
+    return VllmModel(llm=llm, tokenizer=tok, spec=spec + (" + LoRA" if lora else ""), stop_token_ids=stops,
+                     lora=lora, note=why)
+
+
+def _generate_vllm(lm: VllmModel, prompts: Sequence[str], max_new_tokens: int) -> list[dict[str, Any]]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
+                            skip_special_tokens=True)
+    outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=True)
+    return [{"text": o.outputs[0].text, "n_prompt_tokens": len(o.prompt_token_ids),
+             "n_new_tokens": len(o.outputs[0].token_ids)} for o in outs]
 
 
 def render_prompt(tokenizer: Any, text: str, system: str | None = None) -> str:
@@ -50,28 +155,35 @@ def _gold_of(row: dict[str, Any]) -> list:
 
 
 def generate_texts(
-    lm: LoadedModel,
+    lm: LoadedModel | VllmModel,
     prompts: Sequence[str],
     *,
     batch_size: int = 8,
     max_new_tokens: int = 512,
     desc: str = "generate",
     progress: bool = True,
+    sort_by_length: bool = True,
 ) -> list[dict[str, Any]]:
-    """Greedy-decode rendered prompts in length-sorted batches.
+    """Greedy-decode rendered prompts: length-sorted batches with ``transformers``, or vLLM for a :class:`VllmModel`.
+
+    ``sort_by_length=False`` keeps the input order in the batches (more padding; for the throughput benchmark).
 
     Returns:
         One dict per prompt, in input order: ``{"text", "n_prompt_tokens", "n_new_tokens"}``.
     """
     import torch
 
-    tok, model = lm.tokenizer, lm.model
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(lm, VllmModel):
+        return _generate_vllm(lm, prompts, max_new_tokens)
+    tok, model = lm.tokenizer, lm.model
     # Tokenize once: the lengths order the batches and the ids are padded per batch.
     ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
     lengths = [len(ids) for ids in ids_all]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
+    order = list(range(len(prompts)))
+    if sort_by_length:
+        order.sort(key=lambda i: lengths[i], reverse=True)
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     device = next(model.parameters()).device
     bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
@@ -103,7 +215,7 @@ def generate_texts(
 
 
 def predict_file(
-    lm: LoadedModel,
+    lm: LoadedModel | VllmModel,
     rows: Sequence[dict[str, Any]],
     out_path: str | Path,
     *,
@@ -116,7 +228,7 @@ def predict_file(
     """Generate predictions for passages and write the predictions JSONL.
 
     Args:
-        lm: the loaded model.
+        lm: the loaded model (:func:`kgutils.models.load_model`, or :func:`load_vllm` on a GPU).
         rows: passages with ``id``, ``text`` and gold ``triplets`` (or ``gold``/``gold_parsed``).
         out_path: predictions JSONL to write.
         batch_size: prompts per generation batch.

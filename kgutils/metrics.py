@@ -17,7 +17,7 @@ that numbers compare with the card:
 12. macro means over entries skipping undefined values, micro P/R/F1 from summed counts.
 
 The ``corrected`` variant (``metric="corrected"``) uses the same parsing, validity,
-normalisation and matching, and differs in exactly three places:
+normalisation and matching, and differs in exactly four places:
 
 a. **schema** also requires the normalised ``relation.type`` to be one of the 20
    ontology relations and both entity types to be ``entity`` or ``concept``;
@@ -28,7 +28,14 @@ b. **correct empty answers are perfect**: when the valid gold list is empty and 
 c. the **weight axis of the composite** is replaced by a per-entry calibration score,
    ``1 - mean((w - correct)^2)`` over the entry's predictions (a Brier score, where
    ``correct`` means "part of a kept full-match pair"); undefined when the entry has no
-   valid, non-self-loop prediction.
+   valid, non-self-loop prediction;
+d. **an unparseable output is not an empty answer**: when the entry's parse status says
+   the raw text gave no usable list (:data:`kgutils.formats.UNUSABLE_STATUSES`: empty output, no JSON,
+   invalid or truncated JSON, JSON that is not a list), the schema score is 0 and counts
+   in the composite, and on an entry with empty gold the composite is 0. The card's
+   definition only sees the parsed list, so there an answer that is not JSON at all
+   scores schema 1.0 — the quirk this removes. Entries scored without a parse status
+   (lists given directly) are unaffected.
 
 Both variants report the card's bucketed ``weight`` score and the per-entry
 ``calibration`` score side by side, and :func:`evaluate` reports corpus-level expected
@@ -62,6 +69,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from kgutils.formats import UNUSABLE_STATUSES
 from kgutils.ontology import ENTITY_TYPE_SET, RELATION_SET
 
 __all__ = [
@@ -385,7 +393,9 @@ def _known_endpoint(title: str, gold_titles: set[str], prompt_norm: str, prompt_
     return len(toks & prompt_tokens) / len(toks) >= HALLUCINATION_TOKEN_SHARE - _EPS
 
 
-def score_entry(prompt: str, gold: list, pred: list, metric: str = "hgr") -> dict:
+def score_entry(
+    prompt: str, gold: list, pred: list, metric: str = "hgr", parse_status: str | None = None
+) -> dict:
     """Score one entry (design steps 2-11).
 
     Args:
@@ -393,6 +403,8 @@ def score_entry(prompt: str, gold: list, pred: list, metric: str = "hgr") -> dic
         gold: Parsed gold list; invalid items are ignored.
         pred: Parsed predicted list.
         metric: ``"hgr"`` (the card's definition) or ``"corrected"``.
+        parse_status: How ``pred`` came out of the raw text, when known; ``corrected`` scores an
+            unparseable output (:data:`kgutils.formats.UNUSABLE_STATUSES`) as a schema failure. ``hgr`` ignores it.
 
     Returns:
         A flat dict with the axes ``schema, entity_p, entity_r, entity_f1, triplet_p,
@@ -437,6 +449,9 @@ def score_entry(prompt: str, gold: list, pred: list, metric: str = "hgr") -> dic
             else:
                 p_items.append((j, n))
     schema = n_schema_ok / n_pred if n_pred else 1.0
+    unparseable = metric == "corrected" and parse_status in UNUSABLE_STATUSES
+    if unparseable:
+        schema = 0.0
     n_gold = len(g_items)
 
     # Steps 5-6: alignment matrix (gold rows, prediction columns) and assignment.
@@ -489,7 +504,7 @@ def score_entry(prompt: str, gold: list, pred: list, metric: str = "hgr") -> dic
     triplet_tp = relation_tp = len(full)
     entity_p, entity_r, entity_f1 = _prf(entity_tp, n_pred, n_gold)
     triplet_p, triplet_r, triplet_f1 = _prf(triplet_tp, n_pred, n_gold)
-    if metric == "corrected" and n_gold == 0 and n_pred == 0:
+    if metric == "corrected" and n_gold == 0 and n_pred == 0 and not unparseable:
         # A correct empty answer: nothing to find, nothing invented.
         entity_p = entity_r = entity_f1 = triplet_p = triplet_r = triplet_f1 = 1.0
     relation_acc = relation_tp / entity_tp if entity_tp else None
@@ -528,14 +543,14 @@ def score_entry(prompt: str, gold: list, pred: list, metric: str = "hgr") -> dic
 
     # Step 11: schema and grounding are vacuous for an empty prediction list.
     slot_values = {
-        "schema": schema if n_pred else None,
+        "schema": schema if n_pred or unparseable else None,
         "entity_f1": entity_f1,
         "relation_acc": relation_acc,
         "weight": calibration if metric == "corrected" else weight,
         "grounding": grounding if n_pred else None,
     }
     if n_gold == 0:
-        composite = 1.0 if n_pred == 0 else 0.0
+        composite = 1.0 if n_pred == 0 and not unparseable else 0.0
     else:
         composite = _composite(slot_values)
 
@@ -730,11 +745,14 @@ def evaluate(
         prompt, gold, pred, status = read_entry(entry)
         if not isinstance(gold, list) or not isinstance(pred, list):
             n_bad += 1
+        if isinstance(entry, dict) and isinstance(entry.get("parse_status"), str):
+            status = entry["parse_status"]
         row = score_entry(
             prompt,
             gold if isinstance(gold, list) else [],
             pred if isinstance(pred, list) else [],
             metric=metric,
+            parse_status=status,
         )
         row["index"] = i
         if status is not None:

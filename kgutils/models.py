@@ -228,6 +228,25 @@ def stop_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(set(ids))
 
 
+def model_path(spec: str) -> str:
+    """What ``from_pretrained`` (or vLLM) loads for a spec: a hub id or a local checkpoint folder.
+
+    ``embedded:`` and ``tiny:`` models are made into checkpoint folders on first use.
+
+    Raises:
+        ValueError: for a malformed spec; FileNotFoundError: for a local folder without ``config.json``.
+    """
+    kind, name = parse_spec(spec)
+    if kind == "embedded":
+        return str(embedded_checkpoint(name))
+    if kind == "tiny":
+        return str(tiny_checkpoint(name))
+    local = Path(name).expanduser()
+    if (name.startswith((".", "/", "~")) or local.exists()) and not (local / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {local} has no config.json (spec {spec!r})")
+    return name
+
+
 def load_model(
     spec: str,
     *,
@@ -256,15 +275,7 @@ def load_model(
 
     kind, name = parse_spec(spec)
     t0 = time.perf_counter()
-    if kind == "embedded":
-        path: str | Path = embedded_checkpoint(name)
-    elif kind == "tiny":
-        path = tiny_checkpoint(name)
-    else:
-        path = name
-        local = Path(name).expanduser()
-        if (name.startswith((".", "/", "~")) or local.exists()) and not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model folder {local} has no config.json (spec {spec!r})")
+    path = model_path(spec)
 
     if dtype == "auto":
         torch_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32

@@ -304,6 +304,41 @@ def test_corrected_schema_checks_ontology():
     assert hgr["pairs"] == cor["pairs"] and hgr["entity_f1"] == cor["entity_f1"]
 
 
+@pytest.mark.parametrize("status", ["invalid_json", "truncated", "no_json", "empty", "not_a_list"])
+def test_corrected_scores_unparseable_output_as_schema_failure(status):
+    g = [T("BERT", "developed_by", "Google")]
+    hgr = M.score_entry(PROMPT, g, [], metric="hgr", parse_status=status)
+    cor = M.score_entry(PROMPT, g, [], metric="corrected", parse_status=status)
+    # The card only sees the empty list: schema 1.0, undefined in the composite, which is entity F1 alone (0).
+    assert hgr["schema"] == 1.0 and hgr["composite"] == 0.0
+    # Corrected: schema 0 and it counts: (.30 * 0 + .25 * 0) / .55 = 0; entity F1 0 either way.
+    assert cor["schema"] == 0.0 and cor["composite"] == 0.0 and cor["entity_f1"] == 0.0
+    # On a negative (empty gold) the card calls a non-JSON answer a correct empty answer; corrected does not.
+    assert M.score_entry("x", [], [], metric="hgr", parse_status=status)["composite"] == 1.0
+    neg = M.score_entry("x", [], [], metric="corrected", parse_status=status)
+    assert neg["composite"] == 0.0 and neg["schema"] == 0.0 and neg["entity_f1"] == 0.0
+
+
+def test_corrected_keeps_parsed_empty_answer_perfect():
+    for status in ("ok", "repaired", None):
+        r = M.score_entry("x", [], [], metric="corrected", parse_status=status)
+        assert r["composite"] == 1.0 and r["schema"] == 1.0
+
+
+def test_evaluate_reads_parse_status_for_corrected_schema():
+    g = [T("BERT", "developed_by", "Google")]
+    rows = [
+        {"prompt": PROMPT, "gold": g, "pred": g, "parse_status": "ok"},
+        {"prompt": PROMPT, "gold": g, "pred": [], "parse_status": "invalid_json"},
+        {"prompt": PROMPT, "gold_parsed": g, "pred_raw": "Sure! Here are the triplets:"},  # card layout
+    ]
+    hgr = M.evaluate(rows, metric="hgr", n_resamples=10)
+    cor = M.evaluate(rows, metric="corrected", n_resamples=10)
+    # hgr: three schema scores of 1.0. corrected: 1, 0, 0 -> mean 1/3.
+    assert hgr["macro"]["schema"] == 1.0
+    assert cor["macro"]["schema"] == pytest.approx(1 / 3)
+
+
 def test_corrected_composite_uses_calibration():
     g = [T("BERT", "developed_by", "Google", w=0.9)]
     p = [T("BERT", "developed_by", "Google", w=0.9), T("GPT-2", "created_by", "OpenAI", w=0.4)]

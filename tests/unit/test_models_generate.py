@@ -1,6 +1,7 @@
 """Model loading through the real from_pretrained paths, and batched generation with resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,30 @@ def test_embedded_gemma_270m_loads_with_supplied_template():
     assert 106 in lm.stop_token_ids  # <end_of_turn>
     prompt = render_prompt(lm.tokenizer, "Paris is located in France.")
     assert prompt.startswith("<bos><start_of_turn>user\n") and prompt.endswith("<start_of_turn>model\n")
+
+
+def test_model_path_of_each_kind(tiny_qwen3, tmp_path):
+    assert (Path(models.model_path("tiny:qwen3")) / "config.json").is_file()
+    assert models.model_path("org/some-model") == "org/some-model"  # a hub id passes through to from_pretrained
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        models.model_path(str(tmp_path))
+
+
+def test_generation_engine_choice_on_this_machine():
+    import importlib.util
+
+    import torch
+
+    from kgutils import generate
+
+    with pytest.raises(ValueError, match="engine"):
+        generate.choose_engine("tgi")
+    if torch.cuda.is_available() and importlib.util.find_spec("vllm"):
+        assert generate.choose_engine()[0] == "vllm"
+        return
+    engine, why = generate.choose_engine()
+    assert engine == "hf" and ("no CUDA GPU" in why or "vllm not installed" in why)
+    assert generate.choose_engine("hf") == ("hf", "transformers generate, length-sorted batches (requested)")
+    # Asking for vLLM where it cannot run is refused by name, before anything is loaded.
+    with pytest.raises(RuntimeError, match="vllm"):
+        generate.load_vllm("tiny:qwen3")

@@ -61,6 +61,34 @@ def test_loss_covers_the_answer_only_in_file_order(trained):
         assert (labels != -100).sum() < (batch["attention_mask"][i] == 1).sum() / 2
 
 
+def test_answer_only_head_loss_equals_the_usual_loss(trained):
+    """On CPU the LM head sees the answer tokens only; the loss must be the ordinary causal-LM loss."""
+    _, first, _ = trained
+    trainer = first["trainer"]
+    if torch.cuda.is_available():
+        pytest.skip("the CPU loss path")
+    assert type(trainer).__name__ == "AnswerOnlyHeadSFTTrainer"
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = first["model"].eval()
+    with torch.no_grad():
+        ours, n_tokens, hits = train._answer_only_loss(model, dict(batch))
+        usual = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=batch["labels"]).loss
+        summed, _, _ = train._answer_only_loss(model, dict(batch), num_items_in_batch=4 * n_tokens)
+    assert n_tokens == int((batch["labels"][:, 1:] != -100).sum()) > 0
+    assert 0 <= hits <= n_tokens
+    assert torch.allclose(ours, usual, rtol=1e-5, atol=1e-6)
+    # Under gradient accumulation the sum is divided by the tokens of all micro-batches, as TRL does.
+    assert torch.allclose(summed, usual / 4, rtol=1e-5, atol=1e-6)
+
+
+def test_precision_choice():
+    assert train.resolve_precision("fp32")[0] == "fp32"
+    assert train.resolve_precision("auto")[0] in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        train.resolve_precision("fp8")
+
+
 def test_checkpoints_and_resume(trained):
     out, first, second = trained
     assert first["global_step"] == 2 and first["resumed_from"] is None
