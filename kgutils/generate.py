@@ -126,11 +126,14 @@ def load_vllm(
                      lora=lora, note=why)
 
 
-def _generate_vllm(lm: VllmModel, prompts: Sequence[str], max_new_tokens: int) -> list[dict[str, Any]]:
+def _generate_vllm(
+    lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0
+) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
+    bias = {t: float(stop_bias) for t in lm.stop_token_ids} if stop_bias else None
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
-                            skip_special_tokens=True)
+                            skip_special_tokens=True, logit_bias=bias)
     outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=True)
     return [{"text": o.outputs[0].text, "n_prompt_tokens": len(o.prompt_token_ids),
              "n_new_tokens": len(o.outputs[0].token_ids)} for o in outs]
@@ -163,10 +166,13 @@ def generate_texts(
     desc: str = "generate",
     progress: bool = True,
     sort_by_length: bool = True,
+    stop_bias: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Greedy-decode rendered prompts: length-sorted batches with ``transformers``, or vLLM for a :class:`VllmModel`.
 
     ``sort_by_length=False`` keeps the input order in the batches (more padding; for the throughput benchmark).
+    ``stop_bias`` is added to the logits of the stop tokens at every step: below 0 the model ends its answer less
+    readily (a decoding setting to tune on validation data, e.g. for answers that list a variable number of items).
 
     Returns:
         One dict per prompt, in input order: ``{"text", "n_prompt_tokens", "n_new_tokens"}``.
@@ -176,7 +182,7 @@ def generate_texts(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(lm, VllmModel):
-        return _generate_vllm(lm, prompts, max_new_tokens)
+        return _generate_vllm(lm, prompts, max_new_tokens, stop_bias)
     tok, model = lm.tokenizer, lm.model
     # Tokenize once: the lengths order the batches and the ids are padded per batch.
     ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
@@ -198,6 +204,7 @@ def generate_texts(
                 use_cache=True,
                 eos_token_id=lm.stop_token_ids or None,
                 pad_token_id=tok.pad_token_id,
+                sequence_bias=[[[t], float(stop_bias)] for t in lm.stop_token_ids] if stop_bias else None,
             )
         new = out[:, enc["input_ids"].shape[1] :]
         for row, i in enumerate(idx):

@@ -144,3 +144,16 @@ def test_generation_engine_choice_on_this_machine():
     # Asking for vLLM where it cannot run is refused by name, before anything is loaded.
     with pytest.raises(RuntimeError, match="vllm"):
         generate.load_vllm("tiny:qwen3")
+
+
+def test_stop_bias_moves_the_end_of_the_answer(tiny_qwen3):
+    from kgutils.generate import generate_texts
+
+    prompts = [render_prompt(tiny_qwen3.tokenizer, p["text"]) for p in PASSAGES[:3]]
+    plain = generate_texts(tiny_qwen3, prompts, batch_size=3, max_new_tokens=10, progress=False)
+    eager = generate_texts(tiny_qwen3, prompts, batch_size=3, max_new_tokens=10, progress=False, stop_bias=1e4)
+    never = generate_texts(tiny_qwen3, prompts, batch_size=3, max_new_tokens=10, progress=False, stop_bias=-1e4)
+    # A huge positive bias ends every answer at its first token; a huge negative one never lets it end early.
+    assert [g["n_new_tokens"] for g in eager] == [1, 1, 1] and all(g["text"] == "" for g in eager)
+    assert [g["n_new_tokens"] for g in never] == [10, 10, 10]
+    assert plain == generate_texts(tiny_qwen3, prompts, batch_size=3, max_new_tokens=10, progress=False, stop_bias=0)
