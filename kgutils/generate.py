@@ -36,10 +36,8 @@ from .formats import parse_output
 from .io import progress as progress_bar
 from .io import resolve
 from .metrics import parse_card_output
-from .models import LoadedModel, model_path
+from .models import LoadedModel, choose_gpu_option, model_path
 from .prompts import extraction_messages, extraction_prompt
-
-ENGINES = ("auto", "hf", "vllm")
 
 
 def choose_engine(prefer: str = "auto") -> tuple[str, str]:
@@ -48,20 +46,8 @@ def choose_engine(prefer: str = "auto") -> tuple[str, str]:
     Raises:
         ValueError: for an unknown engine; RuntimeError: ``vllm`` requested where it cannot run.
     """
-    import importlib.util
-
-    import torch
-
-    if prefer not in ENGINES:
-        raise ValueError(f"generation engine must be one of {ENGINES}, got {prefer!r}")
-    has_cuda = torch.cuda.is_available()
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    if prefer == "vllm" and not (has_cuda and has_vllm):
-        raise RuntimeError("engine 'vllm' needs a CUDA GPU and the vllm package (pip install -e '.[gpu]')")
-    if prefer == "hf" or not (has_cuda and has_vllm):
-        why = "requested" if prefer == "hf" else ("no CUDA GPU" if not has_cuda else "vllm not installed")
-        return "hf", f"transformers generate, length-sorted batches ({why})"
-    return "vllm", "vLLM (CUDA GPU and vllm present)"
+    return choose_gpu_option(prefer, name="generation engine", fast="vllm", package="vllm", fallback="hf",
+                             fast_label="vLLM", fallback_label="transformers generate, length-sorted batches")
 
 
 @dataclass

@@ -82,6 +82,29 @@ class LoadedModel:
         return text + (f" — {self.note}" if self.note else "")
 
 
+def choose_gpu_option(
+    prefer: str, *, name: str, fast: str, package: str, fallback: str, fast_label: str, fallback_label: str
+) -> tuple[str, str]:
+    """(choice, why) between a CUDA-only package (Unsloth, vLLM) and the portable fallback.
+
+    ``prefer="auto"`` takes ``fast`` when a CUDA GPU and ``package`` are present, else ``fallback``; naming either
+    forces it, and forcing ``fast`` where it cannot run raises a RuntimeError that says what is missing.
+    """
+    import torch
+
+    options = ("auto", fast, fallback)
+    if prefer not in options:
+        raise ValueError(f"{name} must be one of {options}, got {prefer!r}")
+    has_cuda = torch.cuda.is_available()
+    has_package = importlib.util.find_spec(package) is not None
+    if prefer == fast and not (has_cuda and has_package):
+        raise RuntimeError(f"{name} {fast!r} needs a CUDA GPU and the {package} package (pip install -e '.[gpu]')")
+    if prefer == fallback or not (has_cuda and has_package):
+        why = "requested" if prefer == fallback else ("no CUDA GPU" if not has_cuda else f"{package} not installed")
+        return fallback, f"{fallback_label} ({why})"
+    return fast, f"{fast_label} (CUDA GPU and {package} present)"
+
+
 def cache_dir() -> Path:
     """Folder for converted checkpoints and tiny models."""
     return Path(os.environ.get("KG_TRIPLETS_CACHE", Path.home() / ".cache" / "kg-triplets")).expanduser()

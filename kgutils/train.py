@@ -16,7 +16,6 @@ resolved settings are written to ``<out>/adapter``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 from .formats import to_json
 from .io import resolve, write_json
-from .models import LoadedModel, load_model, stop_ids
+from .models import LoadedModel, choose_gpu_option, load_model, stop_ids
 from .prompts import extraction_messages
 
 __all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
@@ -123,18 +122,8 @@ def _records(examples: list[dict], system: str | None) -> list[dict[str, Any]]:
 
 def choose_backend(prefer: str = "auto") -> tuple[str, str]:
     """(backend, why): ``unsloth`` with CUDA and the package present, else ``peft``."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
-    if prefer not in ("auto", "unsloth", "peft"):
-        raise ValueError(f"backend must be auto, unsloth or peft, got {prefer!r}")
-    if prefer == "unsloth" and not (has_cuda and has_unsloth):
-        raise RuntimeError("backend 'unsloth' needs a CUDA GPU and the unsloth package (pip install -e '.[gpu]')")
-    if prefer == "peft" or not (has_cuda and has_unsloth):
-        why = "requested" if prefer == "peft" else ("no CUDA GPU" if not has_cuda else "unsloth not installed")
-        return "peft", f"transformers + peft ({why})"
-    return "unsloth", "Unsloth FastLanguageModel (CUDA GPU and unsloth present)"
+    return choose_gpu_option(prefer, name="backend", fast="unsloth", package="unsloth", fallback="peft",
+                             fast_label="Unsloth FastLanguageModel", fallback_label="transformers + peft")
 
 
 def _optim(name: str, on_cuda: bool) -> str:
