@@ -23,7 +23,6 @@ from kgutils import train
 from kgutils.io import repo_root, write_json, write_jsonl
 from kgutils.metrics import rebel_scores
 
-ENTITY_TYPES = ("Peop", "Loc", "Org", "Other")
 RELATIONS = ("Kill", "Live_In", "Located_In", "OrgBased_In", "Work_For")
 INSTRUCTION = (
     "List the relations in the sentence. Entity types: Peop, Loc, Org, Other. Relations: Kill, Live_In, "

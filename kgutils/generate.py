@@ -85,15 +85,16 @@ def load_vllm(
             adapter): base and fine-tuned predictions then share one engine.
         max_lora_rank / max_model_len / gpu_memory_utilization / seed: ``vllm.LLM`` settings.
     """
-    engine, why = choose_engine("vllm")  # raises with a clear message where vLLM cannot run
+    _, why = choose_engine("vllm")  # raises with a clear message where vLLM cannot run
     from transformers import GenerationConfig
     from vllm import LLM
     from vllm.lora.request import LoRARequest
 
     from .models import stop_ids
 
+    path = model_path(spec)
     if llm is None:
-        llm = LLM(model=model_path(spec), enable_lora=True, max_lora_rank=max_lora_rank, max_model_len=max_model_len,
+        llm = LLM(model=path, enable_lora=True, max_lora_rank=max_lora_rank, max_model_len=max_model_len,
                   gpu_memory_utilization=gpu_memory_utilization, seed=seed)
     tok = llm.get_tokenizer()
     lora = None
@@ -104,7 +105,7 @@ def load_vllm(
         lora = LoRARequest("kg-triplets-adapter", 1, str(folder))
 
     try:  # the checkpoint's own end-of-answer ids, as load_model reads them
-        gen_config = GenerationConfig.from_pretrained(model_path(spec))
+        gen_config = GenerationConfig.from_pretrained(path)
     except OSError:  # no generation_config.json: the tokenizer's EOS and end-of-turn tokens only
         gen_config = GenerationConfig()
     stops = stop_ids(tok, SimpleNamespace(generation_config=gen_config))
@@ -113,14 +114,14 @@ def load_vllm(
 
 
 def _generate_vllm(
-    lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0
+    lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0, progress: bool = True
 ) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
     bias = {t: float(stop_bias) for t in lm.stop_token_ids} if stop_bias else None
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
                             skip_special_tokens=True, logit_bias=bias)
-    outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=True)
+    outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=progress)
     return [{"text": o.outputs[0].text, "n_prompt_tokens": len(o.prompt_token_ids),
              "n_new_tokens": len(o.outputs[0].token_ids)} for o in outs]
 
@@ -168,7 +169,7 @@ def generate_texts(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(lm, VllmModel):
-        return _generate_vllm(lm, prompts, max_new_tokens, stop_bias)
+        return _generate_vllm(lm, prompts, max_new_tokens, stop_bias, progress)
     tok, model = lm.tokenizer, lm.model
     # Tokenize once: the lengths order the batches and the ids are padded per batch.
     ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]

@@ -12,6 +12,10 @@ Training order: with ``sampling="sequential"`` the examples are seen in file ord
 (easy → hard); ``"random"`` shuffles; ``"group_by_length"`` batches passages of similar length (less padding).
 Checkpoints go to ``<out>/checkpoints``; a rerun resumes from the last one. The adapter, its LoRA config and the
 resolved settings are written to ``<out>/adapter``.
+
+Speed on CPU: the LM head scores the answer tokens only (:func:`_answer_only_loss`, the same loss as TRL's, which
+sends every position through the head), and ``precision="auto"`` trains under bf16 autocast where the CPU has
+native bf16 (:func:`resolve_precision`). ``benchmarks/bench_throughput.py`` measures both.
 """
 
 from __future__ import annotations
