@@ -7,7 +7,7 @@ that numbers compare with the card:
 1. raw output -> list (:func:`parse_card_output`);
 2. shape-only validity (:func:`is_valid_item`) and the schema score;
 3. title / type normalisation (:func:`normalize_title`, :func:`normalize_type`);
-4. valid items only, self-loops dropped (and counted);
+4. valid items only; self-loops dropped from the predictions (and counted), kept in the gold;
 5. field / relation similarity (:func:`field_similarity`, :func:`relation_similarity`)
    and the pair alignment ``0.45 source + 0.45 target + 0.10 relation``;
 6. Hungarian assignment on a square, padded cost matrix; pairs with align >= 0.50 kept;
@@ -16,8 +16,13 @@ that numbers compare with the card:
 11. composite with renormalised weights over the defined axes;
 12. macro means over entries skipping undefined values, micro P/R/F1 from summed counts.
 
+Every threshold of ``hgr`` (0.80 field similarity, 0.50 alignment, 0.60 token share, the
+0.10 / 0.20 weight bands) is a plain floating-point comparison, as in the card's evaluator:
+``|0.53 - 0.43|`` is ``0.10000000000000003`` in binary floating point, which is not
+``<= 0.10``, so that pair scores 0.5 on the weight axis.
+
 The ``corrected`` variant (``metric="corrected"``) uses the same parsing, validity,
-normalisation and matching, and differs in exactly four places:
+normalisation and matching, and differs in exactly these places:
 
 a. **schema** also requires the normalised ``relation.type`` to be one of the 20
    ontology relations and both entity types to be ``entity`` or ``concept``;
@@ -35,17 +40,22 @@ d. **an unparseable output is not an empty answer**: when the entry's parse stat
    in the composite, and on an entry with empty gold the composite is 0. The card's
    definition only sees the parsed list, so there an answer that is not JSON at all
    scores schema 1.0 — the quirk this removes. Entries scored without a parse status
-   (lists given directly) are unaffected.
+   (lists given directly) are unaffected;
+e. **gold self-loops are left out** (a valid gold item whose non-empty normalised source
+   and target titles are equal, e.g. "Acme Corporation" -> "Acme Corp", both "acme"):
+   ``hgr`` keeps them matchable and counts them in ``|valid G|``, although the identical
+   prediction is a self-loop too and is dropped before matching (in both variants), so
+   such gold items lower the card's recall; ``corrected`` drops them from matching, from
+   ``|valid G|`` and from the known gold titles of the grounding check. Both report
+   ``n_gold_self_loops``;
+f. **thresholds carry a tolerance of 1e-9** (``_EPS``), so that a difference that is
+   exactly 0.10 or 0.20 in decimal (``|0.8 - 0.7|`` = ``0.10000000000000009``) falls in
+   the band the definition intends, and likewise at the 0.80, 0.50 and 0.60 cuts.
 
 Both variants report the card's bucketed ``weight`` score and the per-entry
 ``calibration`` score side by side, and :func:`evaluate` reports corpus-level expected
-calibration error and Brier score for both, so the only thing the metric name changes
-is what feeds the schema axis, the empty-gold case and the composite.
-
-Numerical note: thresholds (0.80 similarity, 0.50 alignment, 0.10 / 0.20 weight
-buckets) are compared with a tolerance of 1e-9, so that e.g. ``|0.8 - 0.7|``
-(``0.10000000000000009`` in binary floating point) falls in the 0.10 bucket as the
-definition intends.
+calibration error and Brier score for both; the metric name changes what feeds the
+schema axis, the empty-gold case, the composite, the gold self-loops and the thresholds.
 
 Other scorers the study needs live here too: strict exact (s, p, o) F1
 (:func:`strict_spo_f1`, Gemma recipe), REBEL-style strict / boundaries P/R/F1
@@ -89,6 +99,7 @@ __all__ = [
     "normalize_title",
     "normalize_type",
     "parse_card_output",
+    "REBEL_SEMANTICS",
     "rebel_scores",
     "relation_classification_f1",
     "relation_similarity",
@@ -143,8 +154,10 @@ NEGATIVE_LABELS: frozenset[str] = frozenset({"none", "other", "no_relation", "na
 SIM_THRESHOLD = 0.80
 ALIGN_THRESHOLD = 0.50
 HALLUCINATION_TOKEN_SHARE = 0.60
-# Absorbs binary floating-point noise at the thresholds (see module docstring).
+# Absorbs binary floating-point noise at the thresholds: `corrected` only (difference f in
+# the module docstring); `hgr` compares plain floats, as the card's evaluator does.
 _EPS = 1e-9
+_TOLERANCE: dict[str, float] = {"hgr": 0.0, "corrected": _EPS}
 
 _SUFFIX_RE = re.compile(
     r"[\s,]+(incorporated|corporation|limited|company|inc|llc|ltd|co|corp|plc|gmbh|ag|sa|nv|bv)\.?$"
@@ -286,8 +299,14 @@ def _tokens(s: str) -> set[str]:
     return set(_TOKEN_RE.findall(s))
 
 
-@lru_cache(maxsize=1 << 17)
-def field_similarity(a: str, b: str) -> float:
+def _tolerance(metric: str) -> float:
+    try:
+        return _TOLERANCE[metric]
+    except KeyError:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}") from None
+
+
+def field_similarity(a: str, b: str, metric: str = "hgr") -> float:
     """Similarity of two normalised strings (design step 5).
 
     1.0 when equal and non-empty; otherwise
@@ -296,7 +315,22 @@ def field_similarity(a: str, b: str) -> float:
 
     ``SequenceMatcher.ratio`` is not symmetric in general; the scorers always pass the
     gold string first.
+
+    Args:
+        a: The gold string (normalised).
+        b: The predicted string (normalised).
+        metric: ``"hgr"`` compares with 0.80 as a plain float (the card); ``"corrected"``
+            allows a tolerance of 1e-9 below it.
+
+    Raises:
+        ValueError: For an unknown metric name.
     """
+    return _field_similarity(a, b, _tolerance(metric))
+
+
+@lru_cache(maxsize=1 << 17)
+def _field_similarity(a: str, b: str, eps: float) -> float:
+    # Cached per tolerance: the two metrics may disagree on a pair right at the cut.
     if a == b:
         return 1.0 if a else 0.0
     if not a or not b:
@@ -304,28 +338,37 @@ def field_similarity(a: str, b: str) -> float:
     ta, tb = _tokens(a), _tokens(b)
     union = ta | tb
     jac = len(ta & tb) / len(union) if union else 0.0
+    cut = SIM_THRESHOLD - eps
     # Cheap exact upper bounds first: most pairs in a matrix are far apart, and
     # ratio() is the expensive part.
-    if 0.5 * 1.0 + 0.5 * jac < SIM_THRESHOLD - _EPS:
+    if 0.5 * 1.0 + 0.5 * jac < cut:
         return 0.0
     sm = difflib.SequenceMatcher(None, a, b)
-    if 0.5 * sm.real_quick_ratio() + 0.5 * jac < SIM_THRESHOLD - _EPS:
+    if 0.5 * sm.real_quick_ratio() + 0.5 * jac < cut:
         return 0.0
-    if 0.5 * sm.quick_ratio() + 0.5 * jac < SIM_THRESHOLD - _EPS:
+    if 0.5 * sm.quick_ratio() + 0.5 * jac < cut:
         return 0.0
     sim = 0.5 * sm.ratio() + 0.5 * jac
-    return sim if sim >= SIM_THRESHOLD - _EPS else 0.0
+    return sim if sim >= cut else 0.0
 
 
-def relation_similarity(a: str, b: str) -> float:
+def relation_similarity(a: str, b: str, metric: str = "hgr") -> float:
     """Similarity of two normalised relation types (design step 5).
 
     1.0 when equal and non-empty, else :func:`field_similarity` of the types with
     ``_`` replaced by a space (so ``used_for`` and ``used for`` are equal).
+
+    Raises:
+        ValueError: For an unknown metric name.
     """
+    return _relation_similarity(a, b, _tolerance(metric))
+
+
+@lru_cache(maxsize=1 << 12)
+def _relation_similarity(a: str, b: str, eps: float) -> float:
     if a == b:
         return 1.0 if a else 0.0
-    return field_similarity(a.replace("_", " "), b.replace("_", " "))
+    return _field_similarity(a.replace("_", " "), b.replace("_", " "), eps)
 
 
 # --------------------------------------------------------------------------- per entry
@@ -356,10 +399,12 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
     return p, r, f1
 
 
-def _weight_bucket(delta: float) -> float:
-    if delta <= 0.10 + _EPS:
+def _weight_bucket(delta: float, metric: str = "hgr") -> float:
+    """Design step 9: |dw| <= 0.10 -> 1, <= 0.20 -> 0.5, else 0 (``corrected``: 1e-9 tolerance)."""
+    eps = _tolerance(metric)
+    if delta <= 0.10 + eps:
         return 1.0
-    if delta <= 0.20 + _EPS:
+    if delta <= 0.20 + eps:
         return 0.5
     return 0.0
 
@@ -380,7 +425,9 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 
-def _known_endpoint(title: str, gold_titles: set[str], prompt_norm: str, prompt_tokens: set[str]) -> bool:
+def _known_endpoint(
+    title: str, gold_titles: set[str], prompt_norm: str, prompt_tokens: set[str], metric: str = "hgr"
+) -> bool:
     """Design step 10: gold title, substring of the prompt, or >= 60 % of tokens in it."""
     if not title:
         # An empty title is "in" every string; it names nothing, so it is not known.
@@ -390,7 +437,7 @@ def _known_endpoint(title: str, gold_titles: set[str], prompt_norm: str, prompt_
     toks = _tokens(title)
     if not toks:
         return False
-    return len(toks & prompt_tokens) / len(toks) >= HALLUCINATION_TOKEN_SHARE - _EPS
+    return len(toks & prompt_tokens) / len(toks) >= HALLUCINATION_TOKEN_SHARE - _tolerance(metric)
 
 
 def score_entry(
@@ -413,28 +460,34 @@ def score_entry(
         n_gold_self_loops, entity_tp, triplet_tp, relation_tp, n_self_loops,
         n_hard_halluc, n_grounded_unmatched, n_unmatched, n_missed``, ``pairs`` (kept
         pairs, indices into the original lists) and ``pred_outcomes`` (one per valid,
-        non-self-loop prediction: ``{pred_idx, weight, correct}``).
+        non-self-loop prediction: ``{pred_idx, weight, correct}``). ``n_gold`` is
+        ``|valid G|``, the recall denominator: gold self-loops included under ``hgr``,
+        left out under ``corrected``; ``n_gold_self_loops`` counts them under both.
 
     Raises:
         ValueError: For an unknown metric name.
     """
     _check_metric(metric)
+    eps = _tolerance(metric)
     prompt = prompt if isinstance(prompt, str) else ""
     gold = gold if isinstance(gold, list) else []
     pred = pred if isinstance(pred, list) else []
     n_pred = len(pred)
 
-    # Step 2 (schema) and 4 (valid, normalised, no self-loops) for both sides; gold
-    # self-loops cannot be matched either, so they are left out of |valid G| too.
+    # Step 2 (schema) and 4 (valid, normalised; predicted self-loops dropped). The card
+    # keeps gold self-loops: matchable and in |valid G|. `corrected` leaves them out of
+    # both (difference e), since the identical prediction is dropped as a self-loop.
     g_items: list[tuple[int, tuple]] = []
     n_gold_self_loops = 0
+    drop_gold_loops = metric == "corrected"
     for i, it in enumerate(gold):
         if is_valid_item(it):
             n = _normalise_item(it)
             if _is_self_loop(n):
                 n_gold_self_loops += 1
-            else:
-                g_items.append((i, n))
+                if drop_gold_loops:
+                    continue
+            g_items.append((i, n))
     p_items: list[tuple[int, tuple]] = []
     n_valid_pred = n_self_loops = n_schema_ok = 0
     schema_check = _is_ontology_item if metric == "corrected" else is_valid_item
@@ -460,19 +513,19 @@ def score_entry(
     matched_p: set[int] = set()
     if g_items and p_items:
         G, P = len(g_items), len(p_items)
-        sims = np.zeros((G, P, 3))
-        for a, (_, g) in enumerate(g_items):
-            for b, (_, p) in enumerate(p_items):
-                sims[a, b, 0] = field_similarity(g[0], p[0])
-                sims[a, b, 1] = field_similarity(g[3], p[3])
-                sims[a, b, 2] = relation_similarity(g[2], p[2])
+        fs, rs = _field_similarity, _relation_similarity
+        # (G, P, 3): source, target, relation similarity; built as lists (cheaper than cell writes).
+        sims = np.array(
+            [[(fs(g[0], p[0], eps), fs(g[3], p[3], eps), rs(g[2], p[2], eps)) for _, p in p_items] for _, g in g_items],
+            dtype=float,
+        )
         align = 0.45 * sims[..., 0] + 0.45 * sims[..., 1] + 0.10 * sims[..., 2]
         size = max(G, P)
         cost = np.ones((size, size))  # padding cells cost 1.0
         cost[:G, :P] = 1.0 - align
         rows, cols = linear_sum_assignment(cost)
         for a, b in zip(rows.tolist(), cols.tolist()):
-            if a >= G or b >= P or align[a, b] < ALIGN_THRESHOLD - _EPS:
+            if a >= G or b >= P or align[a, b] < ALIGN_THRESHOLD - eps:
                 continue
             gi, g = g_items[a]
             pj, p = p_items[b]
@@ -509,7 +562,7 @@ def score_entry(
         entity_p = entity_r = entity_f1 = triplet_p = triplet_r = triplet_f1 = 1.0
     relation_acc = relation_tp / entity_tp if entity_tp else None
     weight = (
-        float(np.mean([_weight_bucket(abs(d["gold_weight"] - d["pred_weight"])) for d in full]))
+        float(np.mean([_weight_bucket(abs(d["gold_weight"] - d["pred_weight"]), metric) for d in full]))
         if full
         else None
     )
@@ -533,8 +586,8 @@ def score_entry(
     for p in unmatched:
         if p[2] not in RELATION_SET:
             n_hard += 1
-        elif _known_endpoint(p[0], gold_titles, prompt_norm, prompt_tokens) and _known_endpoint(
-            p[3], gold_titles, prompt_norm, prompt_tokens
+        elif _known_endpoint(p[0], gold_titles, prompt_norm, prompt_tokens, metric) and _known_endpoint(
+            p[3], gold_titles, prompt_norm, prompt_tokens, metric
         ):
             n_grounded += 1
         else:
@@ -871,63 +924,105 @@ def _prf_dict(tp: int, n_pred: int, n_gold: int) -> dict:
     return {"p": p, "r": r, "f1": f1, "tp": tp, "n_pred": n_pred, "n_gold": n_gold}
 
 
+REBEL_SEMANTICS: tuple[str, ...] = ("rebel", "normalised")
+
+
 def rebel_scores(
     gold: Sequence[Sequence[dict]],
     pred: Sequence[Sequence[dict]],
     mode: str = "strict",
     relation_types: Iterable[str] | None = None,
+    semantics: str = "rebel",
 ) -> dict:
     """REBEL-style micro / macro / per-relation P/R/F1.
 
     ``strict``: a prediction is correct when head, tail, both entity types and the
-    relation type match a gold item of the same document; ``boundaries``: head, tail and
-    relation type must match, entity types are ignored. Titles are compared after
-    :func:`normalize_title`, types after :func:`normalize_type`; documents are sets.
+    relation type match a gold item of the same sentence; ``boundaries``: head, tail and
+    relation type must match, entity types are ignored. Sentences are sets: a duplicate
+    counts once. Per relation type, ``tp = |P & G|``, ``fp = |P - G|``, ``fn = |G - P|``.
 
-    Unlike REBEL's script, which silently drops them, predicted relation types outside
-    the label set count as false positives: they go to an ``"unknown"`` bucket of
-    ``per_relation`` and into the micro counts. Gold items outside an explicitly given
-    ``relation_types`` are out of scope and ignored (``n_gold_ignored``).
+    ``semantics="rebel"`` (the default) reproduces REBEL's own ``re_score``
+    (Babelscape/rebel, ``src/score.py``): heads, tails and entity types are compared as
+    exact surface strings, relation types by exact string equality with the listed types
+    (no normalisation at all); predicted items whose type is not listed are ignored
+    (``n_pred_ignored``), as are gold items whose type is not listed (``n_gold_ignored``).
+    A type named ``"None"`` stays in the list (REBEL's line that would drop it is
+    commented out); a type listed twice counts once (REBEL's code would count it repeatedly).
+    **Every comparison with a published REBEL-family number (REBEL, ReLiK, ...) must use
+    ``semantics="rebel"``.**
+
+    ``semantics="normalised"`` is lenient on spelling and stricter on types: titles are
+    compared after :func:`normalize_title`, types after :func:`normalize_type`, and
+    predicted relation types outside the label set count as false positives, in an
+    ``"unknown"`` bucket of ``per_relation`` and in the micro counts (``n_pred_ignored``
+    is then 0).
+
+    Values are fractions in [0, 1] under both semantics; REBEL prints percentages, so
+    multiply by 100 to set a figure beside a published table. P and R are 0 when
+    ``tp == 0`` and F1 is 0 when ``P + R == 0``, as in REBEL.
 
     Args:
-        gold: Per-document lists of ``{head, head_type, type, tail, tail_type}`` dicts.
+        gold: Per-sentence lists of ``{head, head_type, type, tail, tail_type}`` dicts
+            (anything that is not a dict is skipped).
         pred: The same for predictions, aligned with ``gold``.
         mode: ``"strict"`` or ``"boundaries"``.
-        relation_types: The label set; ``None`` uses the relation types found in gold.
+        relation_types: The label set. ``None`` uses the relation types found in gold
+            (under ``rebel`` semantics as spelled there; REBEL itself falls back to a
+            fixed list).
+        semantics: ``"rebel"`` or ``"normalised"``.
 
     Returns:
         ``{"micro": {p, r, f1, tp, n_pred, n_gold}, "macro": {p, r, f1}, "per_relation":
-        {rel: {p, r, f1, tp, n_pred, n_gold}}, "n_gold_ignored"}``; macro means are over
-        the label set (``None`` when it is empty); zero denominators give 0.0.
+        {rel: {p, r, f1, tp, n_pred, n_gold}}, "n_gold_ignored", "n_pred_ignored",
+        "semantics", "mode"}``. Micro values come from tp / fp / fn summed over the
+        listed types (plus ``"unknown"`` under ``normalised``); macro values are the means
+        over the listed types of the per-type P, R and F1 (macro F1 is the mean of the
+        per-type F1s, not the F1 of macro P and R), ``None`` when the list is empty.
+        Counts are of distinct items per sentence.
 
     Raises:
-        ValueError: For an unknown mode or sequences of different length.
+        ValueError: For an unknown mode or semantics, or sequences of different length.
     """
     if mode not in ("strict", "boundaries"):
         raise ValueError(f"unknown mode {mode!r}; choose one of strict, boundaries")
+    if semantics not in REBEL_SEMANTICS:
+        raise ValueError(f"unknown semantics {semantics!r}; choose one of {', '.join(REBEL_SEMANTICS)}")
     if len(gold) != len(pred):
         raise ValueError(f"gold has {len(gold)} documents, pred has {len(pred)}")
+    exact = semantics == "rebel"
+    title = (lambda x: x) if exact else normalize_title
+    typ = (lambda x: x) if exact else normalize_type
 
     def key(it: Any) -> tuple | None:
+        # (relation type, head, [head type,] tail[, tail type]); None when unusable.
         if not isinstance(it, dict):
             return None
-        head, tail = normalize_title(it.get("head")), normalize_title(it.get("tail"))
-        rel = normalize_type(it.get("type"))
+        head, tail, rel = title(it.get("head")), title(it.get("tail")), typ(it.get("type"))
         if mode == "strict":
-            return (rel, head, normalize_type(it.get("head_type")), tail, normalize_type(it.get("tail_type")))
-        return (rel, head, tail)
+            k = (rel, head, typ(it.get("head_type")), tail, typ(it.get("tail_type")))
+        else:
+            k = (rel, head, tail)
+        try:
+            hash(k)
+        except TypeError:  # a list or dict where a string belongs: nothing to compare
+            return None
+        return k
 
     gold_sets = [{k for k in map(key, doc or []) if k is not None} for doc in gold]
     pred_sets = [{k for k in map(key, doc or []) if k is not None} for doc in pred]
     if relation_types is None:
-        labels = sorted({k[0] for s in gold_sets for k in s})
-        n_ignored = 0
+        labels = sorted({k[0] for s in gold_sets for k in s}, key=str)
     else:
-        labels = sorted({normalize_type(r) for r in relation_types})
-        label_set = set(labels)
-        n_ignored = sum(1 for s in gold_sets for k in s if k[0] not in label_set)
-        gold_sets = [{k for k in s if k[0] in label_set} for s in gold_sets]
+        # REBEL's order is kept (duplicates once); the normalised variant sorts, as it always has.
+        labels = list(dict.fromkeys(relation_types)) if exact else sorted({normalize_type(r) for r in relation_types})
     label_set = set(labels)
+    n_gold_ignored = sum(1 for s in gold_sets for k in s if k[0] not in label_set)
+    gold_sets = [{k for k in s if k[0] in label_set} for s in gold_sets]
+    n_pred_ignored = 0
+    if exact:
+        # REBEL counts per listed type only: other predicted types are never looked at.
+        n_pred_ignored = sum(1 for s in pred_sets for k in s if k[0] not in label_set)
+        pred_sets = [{k for k in s if k[0] in label_set} for s in pred_sets]
     # Keep the bucket name from shadowing a real relation called "unknown".
     unknown = "unknown" if "unknown" not in label_set else "<unknown>"
 
@@ -951,7 +1046,8 @@ def rebel_scores(
         macro = {"p": None, "r": None, "f1": None}
     return {"micro": _prf_dict(tp, n_pred, n_gold), "macro": macro,
             "per_relation": per_relation,
-            "n_gold_ignored": n_ignored}
+            "n_gold_ignored": n_gold_ignored, "n_pred_ignored": n_pred_ignored,
+            "semantics": semantics, "mode": mode}
 
 
 _ANSWER_PREFIX_RE = re.compile(r"^answer\s*:\s*")

@@ -143,6 +143,9 @@ def test_perfect_entry():
 def test_self_loop_dropped_but_counted():
     g = [T("BERT", "developed_by", "Google")]
     p = [T("BERT", "developed_by", "Google"), T("Google", "part_of", "google")]
+    # Predicted self-loops are dropped before matching under both metrics.
+    cor = M.score_entry(PROMPT, g, p, metric="corrected")
+    assert cor["n_self_loops"] == 1 and cor["entity_p"] == pytest.approx(0.5) and cor["grounding"] == pytest.approx(0.5)
     r = M.score_entry(PROMPT, g, p)
     assert r["n_self_loops"] == 1 and r["n_pred"] == 2 and r["n_valid_pred"] == 2
     # TP 1 over 2 predicted items (the self-loop counts): P = .5, R = 1, F1 = 2/3.
@@ -251,12 +254,22 @@ def test_empty_prediction_with_gold():
 
 
 @pytest.mark.parametrize(
-    ("gold_w", "pred_w", "score"),
-    [(0.9, 0.95, 1.0), (0.9, 0.75, 0.5), (0.9, 0.6, 0.0), (0.8, 0.7, 1.0), (0.5, 0.3, 0.5), (0.5, 0.29, 0.0)],
+    ("gold_w", "pred_w", "delta", "hgr", "corrected"),
+    [
+        (0.9, 0.95, 0.04999999999999993, 1.0, 1.0),
+        (0.9, 0.75, 0.15000000000000002, 0.5, 0.5),
+        (0.9, 0.6, 0.30000000000000004, 0.0, 0.0),
+        # 0.10 in decimal, a hair above in binary: the card's plain "<= 0.10" fails, the tolerance passes.
+        (0.8, 0.7, 0.10000000000000009, 0.5, 1.0),
+        (0.5, 0.3, 0.2, 0.5, 0.5),  # exactly the float 0.2: "<= 0.20" holds for both
+        (0.5, 0.29, 0.21000000000000002, 0.0, 0.0),
+    ],
 )
-def test_weight_buckets(gold_w, pred_w, score):
-    r = M.score_entry(PROMPT, [T("BERT", "developed_by", "Google", w=gold_w)], [T("BERT", "developed_by", "Google", w=pred_w)])
-    assert r["weight"] == score
+def test_weight_buckets(gold_w, pred_w, delta, hgr, corrected):
+    assert abs(gold_w - pred_w) == delta  # the binary value the buckets see
+    g, p = [T("BERT", "developed_by", "Google", w=gold_w)], [T("BERT", "developed_by", "Google", w=pred_w)]
+    assert M.score_entry(PROMPT, g, p, metric="hgr")["weight"] == hgr
+    assert M.score_entry(PROMPT, g, p, metric="corrected")["weight"] == corrected
 
 
 def test_weight_score_is_a_mean_over_full_matches():
@@ -479,7 +492,7 @@ def _rel(h, ht, r, t, tt):
     return {"head": h, "head_type": ht, "type": r, "tail": t, "tail_type": tt}
 
 
-def test_rebel_scores_strict_boundaries_and_unknown():
+def test_rebel_scores_normalised_strict_boundaries_and_unknown():
     gold = [
         [_rel("Paris", "LOC", "capital_of", "France", "LOC"), _rel("Marie Curie", "PER", "born_in", "Warsaw", "LOC")],
         [_rel("Berlin", "LOC", "capital_of", "Germany", "LOC")],
@@ -492,7 +505,8 @@ def test_rebel_scores_strict_boundaries_and_unknown():
         ],
         [_rel("Berlin", "LOC", "located_in", "Germany", "LOC")],  # relation not in gold labels
     ]
-    strict = M.rebel_scores(gold, pred, mode="strict")
+    strict = M.rebel_scores(gold, pred, mode="strict", semantics="normalised")
+    assert strict["semantics"] == "normalised" and strict["n_pred_ignored"] == 0
     # TP 1 (Paris); predictions 3 (Paris, Curie, unknown); gold 3.
     assert (strict["micro"]["tp"], strict["micro"]["n_pred"], strict["micro"]["n_gold"]) == (1, 3, 3)
     assert strict["micro"]["f1"] == pytest.approx(1 / 3)
@@ -501,17 +515,28 @@ def test_rebel_scores_strict_boundaries_and_unknown():
     assert strict["per_relation"]["capital_of"]["f1"] == pytest.approx(2 / 3)
     assert strict["macro"]["f1"] == pytest.approx((2 / 3 + 0) / 2)
     assert strict["macro"]["p"] == pytest.approx(0.5)
-    bounds = M.rebel_scores(gold, pred, mode="boundaries")
+    bounds = M.rebel_scores(gold, pred, mode="boundaries", semantics="normalised")
     # Entity types ignored: Curie counts. TP 2 of 3 and 3.
     assert bounds["micro"]["tp"] == 2 and bounds["micro"]["f1"] == pytest.approx(2 / 3)
     assert bounds["per_relation"]["born_in"]["f1"] == 1.0
     # An explicit label set including located_in makes it a known (wrong) relation.
-    explicit = M.rebel_scores(gold, pred, mode="boundaries", relation_types=["capital_of", "born_in", "located_in"])
+    explicit = M.rebel_scores(
+        gold, pred, mode="boundaries", relation_types=["capital_of", "born_in", "located_in"], semantics="normalised"
+    )
     assert "unknown" not in explicit["per_relation"]
     assert explicit["per_relation"]["located_in"]["n_pred"] == 1
     assert explicit["macro"]["f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     with pytest.raises(ValueError):
         M.rebel_scores(gold, pred, mode="loose")
+
+    # The same data under REBEL's own semantics (the default): the located_in prediction is
+    # ignored, not a false positive. Strict: TP 1, predictions 2 (Paris, Curie), gold 3 ->
+    # P 1/2, R 1/3, F1 2/5.
+    rebel = M.rebel_scores(gold, pred, mode="strict")
+    assert rebel["semantics"] == "rebel" and rebel["n_pred_ignored"] == 1 and rebel["n_gold_ignored"] == 0
+    assert (rebel["micro"]["tp"], rebel["micro"]["n_pred"], rebel["micro"]["n_gold"]) == (1, 2, 3)
+    assert rebel["micro"]["p"] == pytest.approx(0.5) and rebel["micro"]["f1"] == pytest.approx(0.4)
+    assert set(rebel["per_relation"]) == {"capital_of", "born_in"}
 
 
 def test_normalize_rc_label():
@@ -550,17 +575,27 @@ def test_rebel_scores_on_conll04():
         ents = {(s, e): t for s, e, t in d["entities"]}
         span = lambda s, e: " ".join(d["tokens"][s:e])  # noqa: E731
         gold.append([_rel(span(hs, he), ents[(hs, he)], r, span(ts, te), ents[(ts, te)]) for hs, he, ts, te, r in d["relations"]])
-    # Documents are sets of normalised (head, head type, relation, tail, tail type).
-    n_gold = sum(
+    # REBEL's semantics: sentences are sets of exact (head, head type, relation, tail, tail type).
+    n_exact = sum(len({(r["head"], r["head_type"], r["type"], r["tail"], r["tail_type"]) for r in doc}) for doc in gold)
+    # Normalised: sets of normalised ones (two exact triples of the test split collapse into one).
+    n_norm = sum(
         len({(M.normalize_title(r["head"]), r["head_type"].lower(), r["type"].lower(), M.normalize_title(r["tail"]), r["tail_type"].lower()) for r in doc})
         for doc in gold
     )
-    same = M.rebel_scores(gold, gold, mode="strict")
-    assert same["micro"]["f1"] == 1.0 and same["micro"]["n_gold"] == n_gold and same["macro"]["f1"] == 1.0
-    # Wrong head types: every prediction fails strict mode and passes boundaries mode.
-    retyped = [[{**r, "head_type": "Wrong"} for r in doc] for doc in gold]
-    assert M.rebel_scores(gold, retyped, mode="strict")["micro"]["tp"] == 0
-    assert M.rebel_scores(gold, retyped, mode="boundaries")["micro"]["f1"] == 1.0
+    for semantics, n_gold in (("rebel", n_exact), ("normalised", n_norm)):
+        same = M.rebel_scores(gold, gold, mode="strict", semantics=semantics)
+        assert same["micro"]["f1"] == 1.0 and same["micro"]["n_gold"] == n_gold and same["macro"]["f1"] == 1.0
+        # Wrong head types: every prediction fails strict mode and passes boundaries mode.
+        retyped = [[{**r, "head_type": "Wrong"} for r in doc] for doc in gold]
+        assert M.rebel_scores(gold, retyped, mode="strict", semantics=semantics)["micro"]["tp"] == 0
+        assert M.rebel_scores(gold, retyped, mode="boundaries", semantics=semantics)["micro"]["f1"] == 1.0
+    # Lower-cased heads: a miss for REBEL, a hit after normalisation.
+    lowered = [[{**r, "head": r["head"].lower()} for r in doc] for doc in gold]
+    rels = ["Kill", "Live_In", "Located_In", "OrgBased_In", "Work_For"]
+    # (Only heads already in lower case can still match exactly; boundaries keys are (relation, head, tail).)
+    n_lower = sum(len({(r["type"], r["head"], r["tail"]) for r in doc if r["head"] == r["head"].lower()}) for doc in gold)
+    assert M.rebel_scores(gold, lowered, "boundaries", rels)["micro"]["tp"] == n_lower
+    assert M.rebel_scores(gold, lowered, "boundaries", rels, semantics="normalised")["micro"]["f1"] == 1.0
 
 
 @pytest.mark.skipif(not (SHARED / "rebel" / "sample.jsonl").exists(), reason="shared REBEL sample absent")
@@ -573,7 +608,8 @@ def test_gold_scored_against_itself_on_rebel_sample():
     n_all = sum(len({(M.normalize_title(s), M.normalize_type(p), M.normalize_title(o)) for s, p, o in doc}) for doc in spo)
     r = M.strict_spo_f1(spo, firsts)
     assert r["precision"] == 1.0 and r["recall"] == pytest.approx(r["tp"] / n_all)
-    # The graph-JSON scorer on the same triples: every entry with non-self-loop gold is perfect on entity F1.
+    # The graph-JSON scorer on the same triples: every gold item is found except self-loops, which
+    # the prediction drops and the card keeps in |valid G| (hgr); corrected leaves them out of both.
     entries = [
         {"prompt": row["text"], "gold": [T(s, "part_of", o) for s, _, o in doc], "pred": [T(s, "part_of", o) for s, _, o in doc]}
         for row, doc in zip(rows, spo)
@@ -581,5 +617,7 @@ def test_gold_scored_against_itself_on_rebel_sample():
     res = M.evaluate(entries, n_resamples=100)
     for e in res["per_entry"]:
         if e["n_gold"]:
-            assert e["entity_f1"] == pytest.approx(2 * e["n_gold"] / (e["n_gold"] + e["n_pred"]))
+            tp = e["n_gold"] - e["n_gold_self_loops"]
+            assert e["entity_tp"] == tp
+            assert e["entity_f1"] == pytest.approx(2 * tp / (e["n_gold"] + e["n_pred"]))
     assert res["micro"]["hard_hallucination_rate"] == 0.0
