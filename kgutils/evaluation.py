@@ -183,3 +183,47 @@ def metrics_record(results: dict[tuple[str, str, str], dict[str, Any]]) -> dict[
         }
         for (label, metric, parser), res in results.items()
     }
+
+
+def constrained_effect(results: dict[tuple[str, str, str], dict[str, Any]], metric: str = "hgr",
+                       parser: str = "card") -> dict[str, Any] | None:
+    """How much of fine-tuning's gain constrained decoding alone gives the base model.
+
+    Reads the composites of the runs labelled ``base unconstrained``, ``base constrained`` and ``fine-tuned
+    unconstrained`` (``fine-tuned constrained`` when present) for one metric and parser. ``format_share`` is
+    (constrained base − unconstrained base) / (unconstrained fine-tuned − unconstrained base): the part of
+    fine-tuning's gain that forcing the output format alone recovers; ``None`` when fine-tuning gained nothing.
+
+    Returns:
+        The composites, the two gains and the share (``None`` where a run is missing), or ``None`` without both
+        base runs.
+    """
+    def composite(label: str) -> float | None:
+        for (lab, m, p), res in results.items():
+            if m == metric and p == parser and (lab == label or lab.startswith(label + " (")):
+                return res["macro"]["composite"]
+        return None
+
+    names = ["base unconstrained", "base constrained", "fine-tuned unconstrained", "fine-tuned constrained"]
+    values = {n: composite(n) for n in names}
+    if values["base unconstrained"] is None or values["base constrained"] is None:
+        return None
+    fmt = values["base constrained"] - values["base unconstrained"]
+    tuned = values["fine-tuned unconstrained"]
+    gain = None if tuned is None else tuned - values["base unconstrained"]
+    return {"metric": metric, "parser": parser, "composites": values, "fine_tuning_gain": gain,
+            "format_gain": fmt, "format_share": fmt / gain if gain is not None and gain > 0 else None}
+
+
+def describe_constrained_effect(effect: dict[str, Any] | None) -> str:
+    """One sentence for a notebook about :func:`constrained_effect`'s figures."""
+    if effect is None:
+        return "constrained vs unconstrained base model: not both scored here"
+    text = (f"{effect['metric']} ({effect['parser']} parse): constraining the base model's output changes its "
+            f"composite by {effect['format_gain']:+.3f}")
+    if effect["fine_tuning_gain"] is None:
+        return text
+    share = ("n/a (fine-tuning gained nothing)" if effect["format_share"] is None
+             else f"{100 * effect['format_share']:.0f} %")
+    return (text + f"; fine-tuning (both unconstrained) changes it by {effect['fine_tuning_gain']:+.3f}: the format "
+            f"alone is {share} of fine-tuning's gain")

@@ -24,6 +24,8 @@ Predictions JSONL, one row a passage (the layout 06 and ``python -m kgutils eval
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .decoding import AnswerGuard, Grammar, compile_grammar, guard_text, schema_text
 from .formats import parse_output
 from .io import progress as progress_bar
 from .io import resolve
@@ -94,8 +97,12 @@ def load_vllm(
 
     path = model_path(spec)
     if llm is None:
+        # Structured outputs pinned to xgrammar without fallback: a schema keyword xgrammar cannot handle is an
+        # error, never a silent switch to another engine with other semantics.
         llm = LLM(model=path, enable_lora=True, max_lora_rank=max_lora_rank, max_model_len=max_model_len,
-                  gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+                  gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+                  structured_outputs_config={"backend": "xgrammar", "disable_fallback": True,
+                                             "disable_any_whitespace": True})
     tok = llm.get_tokenizer()
     lora = None
     if adapter_dir is not None:
@@ -114,16 +121,127 @@ def load_vllm(
 
 
 def _generate_vllm(
-    lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0, progress: bool = True
+    lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0, progress: bool = True,
+    schema: dict[str, Any] | None = None, guard: bool = True,
 ) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
     bias = {t: float(stop_bias) for t in lm.stop_token_ids} if stop_bias else None
+    extra: dict[str, Any] = {}
+    if schema is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        # The backend (xgrammar, no fallback) is pinned on the engine by load_vllm.
+        extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(schema_text(schema)))
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
-                            skip_special_tokens=True, logit_bias=bias)
+                            skip_special_tokens=True, logit_bias=bias, **extra)
     outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=progress)
-    return [{"text": o.outputs[0].text, "n_prompt_tokens": len(o.prompt_token_ids),
-             "n_new_tokens": len(o.outputs[0].token_ids)} for o in outs]
+    results = []
+    for o in outs:
+        c = o.outputs[0]
+        reason = "budget" if c.finish_reason == "length" else "eos"
+        rec = guard_text(c.text, reason) if guard else {"text": c.text, "stop_reason": reason, "guard_removed": ""}
+        results.append({**rec, "n_prompt_tokens": len(o.prompt_token_ids), "n_new_tokens": len(c.token_ids)})
+    return results
+
+
+def decoding_modes(constrained: Any, max_items: int = 16,
+                   schema: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any] | None]]:
+    """The decoding runs a notebook's ``CONSTRAINED`` parameter asks for, as ``(name, schema)`` pairs.
+
+    Args:
+        constrained: a bool or a list of bools: ``False`` decodes freely (``"unconstrained"``), ``True`` constrains
+            the answer to ``schema`` (``"constrained"``); ``[False, True]`` runs both, side by side.
+        max_items: the ``maxItems`` bound of the default schema.
+        schema: the JSON schema to constrain to; ``None`` is the ontology's
+            (:func:`kgutils.ontology.decoding_schema`).
+
+    Raises:
+        ValueError: for anything but bools, or a mode named twice.
+    """
+    from .ontology import decoding_schema
+
+    flags = constrained if isinstance(constrained, (list, tuple)) else [constrained]
+    if not flags or not all(isinstance(f, bool) for f in flags) or len(set(flags)) != len(flags):
+        raise ValueError(f"CONSTRAINED must be true, false or a list of distinct booleans, got {constrained!r}")
+    chosen = schema if schema is not None else decoding_schema(max_items=max_items)
+    return [("constrained", chosen) if f else ("unconstrained", None) for f in flags]
+
+
+DECODE_ATTENTION = "kg_decode"
+
+
+def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                      scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """Attention for one new token per row (decoding steps) without expanding grouped key/value heads.
+
+    PyTorch's CPU SDPA kernel is built for long queries; for a single query token per row, two batched products
+    over the grouped heads are cheaper (and give the same result: the logits agree within 1e-4 in fp32). Prompt
+    processing (queries longer than one token) goes to ``transformers``' SDPA attention unchanged.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    b, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(b, kv_heads, heads // kv_heads, dim)  # head h reads key/value head h // (heads / kv_heads)
+    scores = torch.matmul(q, key.transpose(-1, -2)).float() * (scaling if scaling is not None else dim ** -0.5)
+    if attention_mask is not None:
+        mask = attention_mask[..., : scores.shape[-1]]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)
+    return out.reshape(b, heads, 1, dim).transpose(1, 2), None
+
+
+def _register_decode_attention() -> str:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(DECODE_ATTENTION, _decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    return DECODE_ATTENTION
+
+
+def for_inference(lm: LoadedModel | VllmModel, precision: str = "auto") -> LoadedModel | VllmModel:
+    """A copy of a loaded model prepared for fast generation with the ``hf`` engine.
+
+    A LoRA adapter (a PEFT model, e.g. :func:`kgutils.train.train_sft`'s ``loaded``) is merged into a copy of the
+    weights (``merge_and_unload``): the same function, without the adapter's extra matrix products at every
+    projection. ``precision`` (``auto``, ``bf16``, ``fp32``; :func:`kgutils.train.resolve_precision`) casts the copy
+    to bf16 where the CPU or GPU computes it natively. The model passed in is left as it is. A vLLM model is
+    returned unchanged.
+
+    Returns:
+        A :class:`LoadedModel` whose ``note`` says what was done.
+    """
+    import torch
+
+    from .train import resolve_precision
+
+    if isinstance(lm, VllmModel):
+        return lm
+    chosen, why = resolve_precision(precision)
+    model = lm.model
+    notes = []
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: merge a copy, the trainer's model stays as it is
+        model = copy.deepcopy(model).merge_and_unload()
+        notes.append("LoRA merged")
+    dtype = torch.bfloat16 if chosen == "bf16" else torch.float32
+    if next(model.parameters()).dtype != dtype:
+        model = (copy.deepcopy(model) if model is lm.model else model).to(dtype)
+    if next(model.parameters()).device.type == "cpu" and getattr(model.config, "_attn_implementation", "") == "sdpa":
+        if model is lm.model:
+            model = copy.deepcopy(model)
+        model.set_attn_implementation(_register_decode_attention())
+        notes.append("grouped-head decoding attention")
+    model.eval()
+    notes.append(f"{chosen} inference ({why})")
+    return LoadedModel(model=model, tokenizer=lm.tokenizer, spec=lm.spec, kind=lm.kind,
+                       stop_token_ids=list(lm.stop_token_ids), note="; ".join(filter(None, [lm.note, *notes])),
+                       load_seconds=lm.load_seconds)
 
 
 def render_prompt(tokenizer: Any, text: str, system: str | None = None) -> str:
@@ -144,6 +262,261 @@ def _gold_of(row: dict[str, Any]) -> list:
     return []
 
 
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix that every sequence shares, leaving each at least one token of its own."""
+    if not seqs:
+        return 0
+    n = min(len(x) for x in seqs) - 1
+    first = seqs[0]
+    for x in seqs[1:]:
+        k = 0
+        while k < n and x[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def _has_sliding_layers(model: Any) -> bool:
+    types = getattr(getattr(model, "config", None), "layer_types", None) or []
+    return any("sliding" in str(t) for t in types)
+
+
+@dataclass(eq=False)
+class _Row:
+    index: int
+    ids: list[int]
+    guard: AnswerGuard | None
+    matcher: Any = None
+    new: list[int] = field(default_factory=list)
+    stop_reason: str | None = None
+
+
+@dataclass
+class _Batch:
+    """Rows decoding together: their KV cache, attention mask and next positions, one line per row."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: Any
+    next_pos: Any
+    logits: Any = None
+
+    def select(self, keep: list[int]) -> None:
+        import torch
+
+        sel = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(sel)
+        self.rows = [self.rows[k] for k in keep]
+        self.mask, self.next_pos = self.mask[sel], self.next_pos[sel]
+        if self.logits is not None:
+            self.logits = self.logits[sel]
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop cache columns on the left that no row attends to any more (they belonged to rows that left):
+        with rows joining on the right, the cache would otherwise only grow."""
+        used = self.mask.any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else 0
+        if first > 0 and all(not layer.is_sliding for layer in self.cache.layers):
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def _left_pad_time(t: Any, width: int) -> Any:
+    """Pad a ``[batch, heads, time, dim]`` cache tensor on the left of its time axis to ``width`` (masked slots)."""
+    import torch
+
+    if t.shape[-2] == width:
+        return t
+    pad = t.new_zeros(*t.shape[:-2], width - t.shape[-2], t.shape[-1])
+    return torch.cat([pad, t], dim=-2)
+
+
+def _merge(a: _Batch, b: _Batch) -> _Batch:
+    """One batch from two, their caches aligned on the right (keys already carry their positions, so the padding
+    slots on the left are simply masked). Full-attention caches only."""
+    import torch
+
+    width = max(a.mask.shape[1], b.mask.shape[1])
+    for la, lb in zip(a.cache.layers, b.cache.layers):
+        keys = torch.cat([_left_pad_time(la.keys, width), _left_pad_time(lb.keys, width)], dim=0)
+        values = torch.cat([_left_pad_time(la.values, width), _left_pad_time(lb.values, width)], dim=0)
+        la.keys, la.values = keys, values
+    masks = [torch.cat([m.new_zeros(m.shape[0], width - m.shape[1]), m], dim=1) for m in (a.mask, b.mask)]
+    merged = _Batch(rows=a.rows + b.rows, cache=a.cache, mask=torch.cat(masks),
+                    next_pos=torch.cat([a.next_pos, b.next_pos]), logits=None)
+    merged.trim()
+    return merged
+
+
+def _generate_hf(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    desc: str,
+    progress: bool,
+    sort_by_length: bool,
+    stop_bias: float,
+    schema: dict[str, Any] | None,
+    guard: bool,
+    share_prefix: bool,
+    evict: bool = True,
+    refill: bool = True,
+) -> list[dict[str, Any]]:
+    """Greedy decoding with ``transformers`` models and a KV cache, written out step by step so that
+
+    * the prompts' shared token prefix (the instruction) is computed once and its cache copied into each batch;
+    * a row leaves the batch as soon as it ends (end of answer, the guard, the budget), and waiting prompts take
+      the free places (their prompts are processed and their caches joined to the batch's);
+    * the guard (:class:`~kgutils.decoding.AnswerGuard`) and the grammar (xgrammar matchers) see every token.
+
+    Models with sliding-window layers (Gemma 3) keep their cache as ``transformers`` manages it: no shared prefix,
+    no joining of caches (rows still leave the batch).
+    """
+    import torch
+
+    tok, model = lm.tokenizer, lm.model
+    ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
+    order = list(range(len(prompts)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(ids_all[i]), reverse=True)
+    device = next(model.parameters()).device
+    stops = set(lm.stop_token_ids)
+    stop_cols = torch.tensor(sorted(stops), dtype=torch.long, device=device) if stops else None
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    grammar = None
+    if schema is not None:
+        compiled = compile_grammar(tok, schema, vocab_size=model.config.get_text_config().vocab_size,
+                                   stop_token_ids=sorted(stops))
+        grammar = Grammar(compiled, batch_size)
+    full_attention = not _has_sliding_layers(model)
+    refill = refill and evict and full_attention
+
+    # The shared prefix is computed once.
+    n_prefix = _common_prefix(ids_all) if share_prefix and full_attention else 0
+    prefix_cache = None
+    if n_prefix >= 8:
+        prefix_cache = _new_cache(model)
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([ids_all[0][:n_prefix]], device=device), past_key_values=prefix_cache,
+                  use_cache=True, logits_to_keep=1)
+    else:
+        n_prefix = 0
+
+    def start(indices: list[int]) -> _Batch:
+        """Process the prompts of new rows (after the shared prefix) in one forward pass."""
+        rows = [_Row(i, ids_all[i], AnswerGuard() if guard else None,
+                     grammar.matcher() if grammar is not None else None) for i in indices]
+        suffixes = [r.ids[n_prefix:] for r in rows]
+        width = max(len(x) for x in suffixes)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in suffixes], device=device)
+        suffix_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in suffixes], device=device)
+        mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=torch.long, device=device), suffix_mask], dim=1)
+        positions = (n_prefix + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+        else:
+            cache = _new_cache(model)
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        return _Batch(rows=rows, cache=cache, mask=mask, next_pos=positions[:, -1] + 1, logits=out.logits[:, -1, :])
+
+    def choose(batch: _Batch) -> tuple[Any, list[int]]:
+        """Greedy next tokens from the batch's logits; records them and returns (tokens, lines still decoding)."""
+        logits = batch.logits.float()
+        if stop_bias and stop_cols is not None:
+            logits[:, stop_cols] += float(stop_bias)
+        if grammar is not None:  # (every row of a constrained batch is live: finished rows leave at once)
+            grammar.mask(logits, [r.matcher for r in batch.rows])
+        chosen = logits.argmax(-1)
+        keep: list[int] = []
+        for line, t in enumerate(chosen.tolist()):
+            r = batch.rows[line]
+            if r.stop_reason is not None:  # finished, still in the batch (evict=False only)
+                continue
+            r.new.append(t)
+            if t in stops:
+                r.stop_reason = "eos"
+            else:
+                if r.matcher is not None and Grammar.accept(r.matcher, t):
+                    r.stop_reason = "eos"  # the grammar is complete: only an end-of-answer token fits
+                if r.guard is not None and r.guard.feed(tok.decode(r.new, skip_special_tokens=True)):
+                    r.stop_reason = "repeat"
+                if r.stop_reason is None and len(r.new) >= max_new_tokens:
+                    r.stop_reason = "budget"
+            if r.stop_reason is None:
+                keep.append(line)
+        return chosen, keep
+
+    finished: set[int] = set()  # ids of rows retired but kept in the batch (evict=False)
+    results: list[dict[str, Any] | None] = [None] * len(prompts)
+    bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
+
+    def retire(rows: list[_Row]) -> None:
+        for r in rows:
+            text = tok.decode(r.new, skip_special_tokens=True)
+            removed = ""
+            if r.guard is not None:
+                text, removed = r.guard.close(text, r.stop_reason or "budget")
+            results[r.index] = {"text": text, "n_prompt_tokens": len(r.ids), "n_new_tokens": len(r.new),
+                                "stop_reason": r.stop_reason, "guard_removed": removed}
+        bar.update(len(rows))
+
+    queue = list(order)
+    batch: _Batch | None = None
+    with torch.inference_mode():
+        while queue or batch is not None:
+            # Fill free places: a new batch, or (refill) the places that finished rows left.
+            free = batch_size - (len(batch.rows) if batch is not None else 0)
+            if queue and (batch is None or (refill and free >= max(1, batch_size // 4))):
+                new = start(queue[:free])
+                queue = queue[free:]
+                tokens_new, keep_new = choose(new)
+                retire([r for r in new.rows if r.stop_reason is not None])
+                if keep_new and len(keep_new) < len(new.rows):
+                    new.select(keep_new)
+                tokens_new = tokens_new[keep_new] if keep_new else None
+                if keep_new:
+                    if batch is None:
+                        batch, tokens = new, tokens_new
+                    else:
+                        batch = _merge(batch, new)
+                        tokens = torch.cat([tokens, tokens_new])
+                if batch is None:
+                    continue
+            # One decoding step for every row of the batch.
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+            out = model(input_ids=tokens[:, None], attention_mask=batch.mask, position_ids=batch.next_pos[:, None],
+                        past_key_values=batch.cache, use_cache=True)
+            batch.next_pos = batch.next_pos + 1
+            batch.logits = out.logits[:, -1, :]
+            tokens, keep = choose(batch)
+            done = [r for r in batch.rows if r.stop_reason is not None and id(r) not in finished]
+            if not keep:
+                retire(done)
+                finished.clear()
+                batch = None
+            elif evict and len(keep) < len(batch.rows):
+                retire(done)
+                batch.select(keep)
+                tokens = tokens[keep]
+            elif not evict:  # finished rows stay in the batch; their answers are complete
+                finished.update(id(r) for r in done)
+                retire(done)
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
 def generate_texts(
     lm: LoadedModel | VllmModel,
     prompts: Sequence[str],
@@ -154,58 +527,44 @@ def generate_texts(
     progress: bool = True,
     sort_by_length: bool = True,
     stop_bias: float = 0.0,
+    schema: dict[str, Any] | None = None,
+    guard: bool = True,
+    share_prefix: bool = True,
+    evict: bool = True,
 ) -> list[dict[str, Any]]:
     """Greedy-decode rendered prompts: length-sorted batches with ``transformers``, or vLLM for a :class:`VllmModel`.
 
-    ``sort_by_length=False`` keeps the input order in the batches (more padding; for the throughput benchmark).
-    ``stop_bias`` is added to the logits of the stop tokens at every step: below 0 the model ends its answer less
-    readily (a decoding setting to tune on validation data, e.g. for answers that list a variable number of items).
+    Args:
+        lm: a loaded model (:func:`kgutils.models.load_model`, :func:`for_inference`) or a :class:`VllmModel`.
+        prompts: rendered prompts (chat template applied).
+        batch_size: rows decoded together (``hf`` engine; vLLM schedules its own batches).
+        max_new_tokens: token budget per answer.
+        sort_by_length: ``False`` keeps the input order in the batches (more padding; for benchmarks).
+        stop_bias: added to the stop tokens' logits at every step: below 0 the model ends its answer less readily.
+        schema: a JSON schema to constrain the answer to (xgrammar; :func:`kgutils.ontology.decoding_schema` for
+            the triplet format); ``None`` decodes freely.
+        guard: the loop and budget guard (:class:`kgutils.decoding.AnswerGuard`).
+        share_prefix: compute the prompts' common token prefix once (``hf`` engine).
+        evict: finished rows leave the batch at once (``hf`` engine); ``False`` keeps computing them until the
+            whole batch is done, as ``transformers``' ``generate`` does (for the benchmark's step-by-step figures).
 
     Returns:
-        One dict per prompt, in input order: ``{"text", "n_prompt_tokens", "n_new_tokens"}``.
+        One dict per prompt, in input order: ``{"text", "n_prompt_tokens", "n_new_tokens", "stop_reason",
+        "guard_removed"}``; ``stop_reason`` is ``eos``, ``repeat`` (the guard) or ``budget``.
     """
-    import torch
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if schema is not None:
+        schema_text(schema)  # a bad schema fails here, naming the problem
+        if not evict:
+            raise ValueError("evict=False is a benchmark setting for unconstrained decoding only")
     if isinstance(lm, VllmModel):
-        return _generate_vllm(lm, prompts, max_new_tokens, stop_bias, progress)
-    tok, model = lm.tokenizer, lm.model
-    # Tokenize once: the lengths order the batches and the ids are padded per batch.
-    ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
-    lengths = [len(ids) for ids in ids_all]
-    order = list(range(len(prompts)))
-    if sort_by_length:
-        order.sort(key=lambda i: lengths[i], reverse=True)
-    results: list[dict[str, Any] | None] = [None] * len(prompts)
-    device = next(model.parameters()).device
-    bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        enc = tok.pad({"input_ids": [ids_all[i] for i in idx]}, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                eos_token_id=lm.stop_token_ids or None,
-                pad_token_id=tok.pad_token_id,
-                sequence_bias=[[[t], float(stop_bias)] for t in lm.stop_token_ids] if stop_bias else None,
-            )
-        new = out[:, enc["input_ids"].shape[1] :]
-        for row, i in enumerate(idx):
-            ids = new[row].tolist()
-            # Count tokens up to and including the first stop token; the rest is padding.
-            n = next((k + 1 for k, t in enumerate(ids) if t in lm.stop_token_ids), len(ids))
-            results[i] = {
-                "text": tok.decode(ids[:n], skip_special_tokens=True),
-                "n_prompt_tokens": lengths[i],
-                "n_new_tokens": n,
-            }
-        bar.update(len(idx))
-    bar.close()
-    return results  # type: ignore[return-value]
+        return _generate_vllm(lm, prompts, max_new_tokens, stop_bias, progress, schema, guard)
+    return _generate_hf(lm, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=desc,
+                        progress=progress, sort_by_length=sort_by_length, stop_bias=stop_bias, schema=schema,
+                        guard=guard, share_prefix=share_prefix, evict=evict)
 
 
 def predict_file(
@@ -218,6 +577,8 @@ def predict_file(
     system: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    schema: dict[str, Any] | None = None,
+    guard: bool = True,
 ) -> dict[str, Any]:
     """Generate predictions for passages and write the predictions JSONL.
 
@@ -228,13 +589,19 @@ def predict_file(
         batch_size: prompts per generation batch.
         max_new_tokens: generation budget per passage (longer answers are cut and counted as truncated).
         system: optional system prompt.
-        resume: keep rows already present in ``out_path`` (same ids) instead of generating them again.
+        resume: keep rows already present in ``out_path`` (same ids, model and decoding) instead of generating
+            them again.
         progress: show a progress bar.
+        schema: constrain the answers to this JSON schema (``CONSTRAINED`` in the notebooks:
+            :func:`kgutils.ontology.decoding_schema`); ``None`` decodes freely.
+        guard: the loop and budget guard (:mod:`kgutils.decoding`).
 
     Returns:
-        A summary: counts, parse-status counts, wall time and passages per second.
+        A summary: counts, parse-status and stop-reason counts, wall time, passages and new tokens per second.
     """
     out = resolve(out_path)
+    decoding = {"constrained": schema is not None, "guard": guard,
+                "schema_sha1": hashlib.sha1(schema_text(schema).encode()).hexdigest()[:12] if schema else None}
     for n, row in enumerate(rows):
         if not isinstance(row.get("text"), str) or not row["text"].strip():
             raise ValueError(f"passage {row.get('id', n)!r} has no text")
@@ -249,7 +616,8 @@ def predict_file(
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption: generate that passage again
-            if isinstance(rec, dict) and str(rec.get("id")) in ids and rec.get("model") == lm.spec:
+            if (isinstance(rec, dict) and str(rec.get("id")) in ids and rec.get("model") == lm.spec
+                    and rec.get("decoding") == decoding):
                 done[str(rec["id"])] = rec
     todo = [n for n, i in enumerate(ids) if i not in done]
 
@@ -269,6 +637,8 @@ def predict_file(
                 max_new_tokens=max_new_tokens,
                 desc=f"{lm.spec} [{c + len(part)}/{len(todo)}]",
                 progress=progress,
+                schema=schema,
+                guard=guard,
             )
             for n, gen in zip(part, gens):
                 row = rows[n]
@@ -289,7 +659,10 @@ def predict_file(
                     "repair_status": status,
                     "n_prompt_tokens": gen["n_prompt_tokens"],
                     "n_new_tokens": gen["n_new_tokens"],
+                    "stop_reason": gen["stop_reason"],
+                    "guard_removed": gen["guard_removed"],
                     "model": lm.spec,
+                    "decoding": decoding,
                 }
                 new_tokens += gen["n_new_tokens"]
                 done[ids[n]] = rec
@@ -304,9 +677,12 @@ def predict_file(
 
     statuses: dict[str, int] = {}
     repairs: dict[str, int] = {}
+    stops: dict[str, int] = {}
     for r in ordered:
         statuses[r["parse_status"]] = statuses.get(r["parse_status"], 0) + 1
         repairs[r["repair_status"]] = repairs.get(r["repair_status"], 0) + 1
+        reason = r.get("stop_reason") or "unknown"
+        stops[reason] = stops.get(reason, 0) + 1
     n = len(ordered)
     failures = n - statuses.get("ok", 0)
     return {
@@ -317,8 +693,11 @@ def predict_file(
         "n_resumed": n - len(todo),
         "parse_status": statuses,
         "repair_status": repairs,
+        "stop_reasons": stops,
+        "decoding": decoding,
         "parse_failure_rate": failures / n if n else 0.0,
         "wall_seconds": wall,
         "passages_per_second": len(todo) / wall if wall > 0 and todo else None,
         "new_tokens": new_tokens,
+        "new_tokens_per_second": new_tokens / wall if wall > 0 and todo else None,
     }

@@ -144,6 +144,39 @@ def extraction_json_schema() -> dict[str, Any]:
     return schema
 
 
+def decoding_schema(max_items: int = 16, max_title_length: int = 80) -> dict[str, Any]:
+    """The ontology as a JSON schema for constrained decoding (:mod:`kgutils.decoding`).
+
+    An array of at most ``max_items`` triplets; relation types and entity types are enums, the weight is a number
+    in [0, 1], titles are non-empty strings of at most ``max_title_length`` characters; keys come in the order the
+    prompt and the training answers use, with no extra keys.
+    """
+    if max_items < 1 or max_title_length < 1:
+        raise ValueError(f"max_items and max_title_length must be >= 1, got {max_items}, {max_title_length}")
+    node = {
+        "type": "object",
+        "properties": {"title": {"type": "string", "minLength": 1, "maxLength": max_title_length},
+                       "type": {"type": "string", "enum": list(ENTITY_TYPES)}},
+        "required": ["title", "type"],
+        "additionalProperties": False,
+    }
+    relation = {
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": list(RELATIONS)},
+                       "weight": {"type": "number", "minimum": 0, "maximum": 1}},
+        "required": ["type", "weight"],
+        "additionalProperties": False,
+    }
+    item = {
+        "type": "object",
+        "properties": {"source": node, "relation": relation, "target": node},
+        "required": ["source", "relation", "target"],
+        "additionalProperties": False,
+    }
+    return {"title": "KG triplet extraction output (decoding)", "type": "array", "items": item,
+            "maxItems": max_items}
+
+
 def validate_triplet(obj: Any) -> tuple[Triplet | None, str | None]:
     """Validate one item against the ontology.
 

@@ -152,9 +152,10 @@ def evaluation_figures(
         prefix: file-name prefix (the notebook number, so figures/ stays sorted by stage).
 
     Returns:
-        ``[(name, figure, saved paths)]``: axis scores of every scored combination; the relation confusion of the
-        first file under the first metric and the last parser (the robust parse by default, which sees the most
-        predictions); weight reliability and parse outcomes of every file and parser under the first metric.
+        ``[(name, figure, saved paths)]``: axis scores of every scored combination (of the card parse only when
+        there are more than eight, so the bars stay readable); the relation confusion of the last file (the
+        fine-tuned model in 03) under the first metric and the last parser (the robust parse by default, which sees
+        the most predictions); weight reliability and parse outcomes of every file and parser under the first metric.
     """
     from . import evaluation
 
@@ -163,15 +164,19 @@ def evaluation_figures(
     first_metric = keys[0][1]
     last_parser = keys[-1][2]
     rows = [evaluation.summary_row(res, label) for (label, _, _), res in results.items()]
+    axis_title = "Hungarian-matching axes (macro, 95% CI)"
+    if len(rows) > 8 and any(k[2] == "card" for k in keys):
+        rows = [evaluation.summary_row(res, label) for (label, _, parser), res in results.items() if parser == "card"]
+        axis_title += ", card parse"
     under_first = [(k, res) for k, res in results.items() if k[1] == first_metric]
-    confusion_of = results[(labels[0], first_metric, last_parser)]
+    confusion_of = results[(labels[-1], first_metric, last_parser)]
     figures = [
-        (f"{prefix}axis_scores", axis_scores(rows)),
+        (f"{prefix}axis_scores", axis_scores(rows, title=axis_title)),
         (
             f"{prefix}relation_confusion",
             relation_confusion(
                 evaluation.relation_confusion(confusion_of),
-                title=f"Relations of entity-matched pairs, {labels[0]} ({last_parser} parse)",
+                title=f"Relations of entity-matched pairs, {labels[-1]} ({last_parser} parse)",
             ),
         ),
         (

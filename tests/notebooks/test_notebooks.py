@@ -1,6 +1,7 @@
 """Every notebook, end to end through papermill, on the smoke profile."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -39,8 +40,13 @@ def test_eval_notebook_smoke_outputs():
     if not (run_dir / "metrics.json").is_file():
         pytest.skip("06 smoke run not present (run with the notebooks tests)")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    (key,) = [k for k in metrics["runs"] if k.endswith("/card/hgr")]
-    assert metrics["runs"][key]["n"] == 6
+    keys = sorted(k for k in metrics["runs"] if k.endswith("/card/hgr"))
+    assert keys == ["base constrained/card/hgr", "base unconstrained/card/hgr"]
+    assert all(metrics["runs"][k]["n"] == 6 for k in keys)
+    # Constrained decoding with the guard: every answer is valid JSON by construction, even from a random model.
+    assert metrics["runs"]["base constrained/card/hgr"]["parse_failure_rate"] == 0
+    assert metrics["generation"]["base constrained"]["decoding"]["constrained"] is True
+    assert metrics["constrained_effect"]["hgr"]["fine_tuning_gain"] is None  # 06 alone has no fine-tuned run
     for fig in ("06_axis_scores", "06_relation_confusion", "06_weight_reliability", "06_parse_status"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
     assert (run_dir / "per_entry.csv").read_text().count("\n") == 7
@@ -49,7 +55,8 @@ def test_eval_notebook_smoke_outputs():
 @pytest.mark.notebooks
 def test_eval_notebook_scores_given_predictions_without_labels():
     """06 with PREDICTIONS (and no LABELS): scores the files instead of generating, names runs by file."""
-    first = runner.repo_root() / "data" / "runs" / "06_eval_hungarian" / "pytest-smoke" / "predictions_base.jsonl"
+    first = (runner.repo_root() / "data" / "runs" / "06_eval_hungarian" / "pytest-smoke"
+             / "predictions_base_unconstrained.jsonl")
     if not first.is_file():
         pytest.skip("06 smoke run not present (run with the notebooks tests)")
     summaries = runner.run("smoke", only=["06"], run_id="pytest-smoke-given", progress=False,
@@ -57,7 +64,27 @@ def test_eval_notebook_scores_given_predictions_without_labels():
     assert [s["status"] for s in summaries] == ["ok"]
     metrics = summaries[0]["metrics"]
     assert metrics["generation"] is None
-    assert set(metrics["runs"]) == {"predictions_base/card/hgr", "predictions_base/robust/hgr"}
+    assert set(metrics["runs"]) == {"predictions_base_unconstrained/card/hgr", "predictions_base_unconstrained/robust/hgr"}
+
+
+def test_sft_notebook_smoke_outputs():
+    """03 on smoke: base and fine-tuned, each decoded freely and constrained, side by side in metrics.json."""
+    run_dir = runner.repo_root() / "data" / "runs" / "03_sft_qwen3" / "pytest-smoke"
+    if not (run_dir / "metrics.json").is_file():
+        pytest.skip("03 smoke run not present (run with the notebooks tests)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    labels = ["base unconstrained", "base constrained", "fine-tuned unconstrained", "fine-tuned constrained"]
+    assert list(metrics["generation"]) == labels
+    for label in labels:
+        gen = metrics["generation"][label]
+        assert gen["decoding"]["constrained"] is label.endswith(" constrained")
+        assert sum(gen["stop_reasons"].values()) == gen["n"] == 4
+        assert (run_dir / Path(gen["path"]).name).is_file()
+        for metric in ("hgr", "corrected"):
+            assert f"{label}/card/{metric}" in metrics["runs"]
+    for label in ("base constrained", "fine-tuned constrained"):
+        assert metrics["runs"][f"{label}/card/hgr"]["parse_failure_rate"] == 0
+    assert metrics["constrained_effect"]["hgr"]["composites"]["fine-tuned constrained"] is not None
 
 
 def test_data_pipeline_smoke_outputs():

@@ -93,3 +93,25 @@ def test_score_files_checks_its_arguments(tmp_path):
     assert list(frame["composite"]) == pytest.approx([1.0, 0.9995, 1.0, 0.9995])
     record = evaluation.metrics_record(results)
     assert set(record) == {"a/card/hgr", "a/card/corrected", "a/robust/hgr", "a/robust/corrected"}
+
+
+def test_constrained_effect_hand_worked():
+    from kgutils.evaluation import constrained_effect, describe_constrained_effect
+
+    def res(x):
+        return {"macro": {"composite": x}}
+
+    results = {("base unconstrained", "hgr", "card"): res(0.10), ("base constrained", "hgr", "card"): res(0.40),
+               ("fine-tuned unconstrained", "hgr", "card"): res(0.70), ("fine-tuned constrained", "hgr", "card"): res(0.75),
+               ("base unconstrained", "corrected", "card"): res(0.0)}
+    e = constrained_effect(results, "hgr", "card")
+    assert e["format_gain"] == pytest.approx(0.30) and e["fine_tuning_gain"] == pytest.approx(0.60)
+    assert e["format_share"] == pytest.approx(0.5)
+    assert "50 %" in describe_constrained_effect(e)
+    assert constrained_effect(results, "corrected", "card") is None  # no constrained base run for that metric
+    only_base = {k: v for k, v in results.items() if k[0].startswith("base")}
+    e = constrained_effect(only_base, "hgr", "card")
+    assert e["fine_tuning_gain"] is None and e["format_share"] is None
+    assert "fine-tuning" not in describe_constrained_effect(e)
+    worse = {**results, ("fine-tuned unconstrained", "hgr", "card"): res(0.05)}
+    assert constrained_effect(worse, "hgr", "card")["format_share"] is None  # fine-tuning gained nothing

@@ -1,0 +1,345 @@
+"""The loop and budget guard and the decoding grammar (kgutils.decoding, kgutils.ontology.decoding_schema)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kgutils import decoding
+from kgutils.decoding import AnswerGuard, guard_text, item_key
+from kgutils.metrics import parse_card_output
+from kgutils.ontology import RELATIONS, decoding_schema
+
+
+def item(src: str, rel: str, tgt: str, w: float = 0.9) -> str:
+    return json.dumps({"source": {"title": src, "type": "entity"}, "relation": {"type": rel, "weight": w},
+                       "target": {"title": tgt, "type": "entity"}}, separators=(",", ":"))
+
+
+A = item("BERT", "developed_by", "Google")
+B = item("BERT", "based_on", "Transformer")
+
+
+def feed_chars(guard: AnswerGuard, text: str) -> int | None:
+    """Feed the text one character at a time (as decoding does); the index at which the guard stops, if it does."""
+    for i in range(1, len(text) + 1):
+        if guard.feed(text[:i]):
+            return i
+    return None
+
+
+def test_repeat_stops_at_the_completed_duplicate_and_closes_the_array():
+    text = "[" + A + "," + B + "," + item("bert", "developed_by", "Google Inc.", 0.5) + "," + A
+    g = AnswerGuard()
+    stop = feed_chars(g, text)
+    # The third item (a normalised repeat of the first: case, company suffix and weight differ) completes here.
+    assert stop == len("[" + A + "," + B + "," + item("bert", "developed_by", "Google Inc.", 0.5))
+    kept, removed = g.close(text[:stop], "repeat")
+    assert kept == "[" + A + "," + B + "]"
+    assert json.loads(kept) == [json.loads(A), json.loads(B)]
+    assert removed == "," + item("bert", "developed_by", "Google Inc.", 0.5)
+    assert g.n_items == 2
+
+
+def test_budget_inside_an_item_ends_at_the_last_complete_item():
+    text = "[" + A + "," + B + ',{"source":{"title":"Goo'
+    out = guard_text(text, "budget")
+    assert out == {"text": "[" + A + "," + B + "]", "stop_reason": "budget",
+                   "guard_removed": ',{"source":{"title":"Goo'}
+    assert parse_card_output(out["text"])[1] == "ok"
+
+
+def test_budget_before_any_complete_item_gives_an_empty_list():
+    out = guard_text('[{"source":{"title":"BE', "budget")
+    assert out["text"] == "[]" and out["stop_reason"] == "budget"
+
+
+def test_eos_answers_and_answers_without_a_list_are_kept_as_written():
+    assert guard_text("[" + A + "]", "eos") == {"text": "[" + A + "]", "stop_reason": "eos", "guard_removed": ""}
+    prose = "Here are the triplets: BERT was developed by Google"
+    assert guard_text(prose, "budget")["text"] == prose
+    # A closed list followed by prose that ran out of budget: the list is complete, nothing is cut.
+    closed = "[" + A + "] I hope this helps, and here is more text"
+    assert guard_text(closed, "budget")["text"] == closed
+
+
+def test_a_repeat_in_a_finished_text_is_found_whatever_ended_it():
+    out = guard_text("[" + A + "," + A + "]", "eos")
+    assert out["stop_reason"] == "repeat" and out["text"] == "[" + A + "]"
+
+
+def test_strings_holding_brackets_and_escapes_do_not_confuse_the_scanner():
+    tricky = item('A "quoted" [name] {x}', "part_of", "B\\\\C ]}")
+    out = guard_text("[" + tricky + "," + B + ',{"sou', "budget")
+    assert json.loads(out["text"]) == [json.loads(tricky), json.loads(B)]
+
+
+def test_spo_wrapper_is_closed_with_its_own_brackets():
+    t1 = '{"subject":"Marie Curie","predicate":"won","object":"Nobel Prize","qualifiers":{"year":"1903"}}'
+    t2 = '{"subject":"marie curie","predicate":"Won","object":"Nobel prize","qualifiers":{}}'
+    out = guard_text('{"triples":[' + t1 + "," + t2, "budget")
+    assert out["stop_reason"] == "repeat"
+    assert json.loads(out["text"]) == {"triples": [json.loads(t1)]}
+    assert guard_text('{"triples":[', "budget")["text"] == '{"triples":[]}'
+
+
+def test_partial_multibyte_character_is_not_scanned_yet():
+    g = AnswerGuard()
+    assert not g.feed('[{"source":{"title":"Caf\ufffd')
+    assert not g.feed('[{"source":{"title":"Café"')
+    with pytest.raises(ValueError, match="changed"):
+        g.feed('[{"target"')
+
+
+def test_item_keys():
+    assert item_key(json.loads(A)) == item_key(json.loads(item("bert ", "Developed_By", "GOOGLE LLC", 0.1)))
+    assert item_key(json.loads(A)) != item_key(json.loads(item("Google", "developed_by", "BERT")))
+    assert guard_text("[1,2,1]", "eos")["text"] == "[1,2]"
+    with pytest.raises(ValueError, match="stop reason"):
+        AnswerGuard().close("[]", "tired")
+
+
+def test_decoding_schema_is_the_ontology():
+    s = decoding_schema(max_items=5)
+    assert s["maxItems"] == 5 and s["type"] == "array"
+    props = s["items"]["properties"]
+    assert props["relation"]["properties"]["type"]["enum"] == list(RELATIONS)
+    assert props["source"]["properties"]["type"]["enum"] == ["entity", "concept"]
+    assert props["relation"]["properties"]["weight"] == {"type": "number", "minimum": 0, "maximum": 1}
+    assert list(props) == ["source", "relation", "target"]
+    with pytest.raises(ValueError):
+        decoding_schema(max_items=0)
+
+
+def test_schema_text_rejects_bad_schemas():
+    with pytest.raises(ValueError, match="not valid JSON"):
+        decoding.schema_text("{nope")
+    with pytest.raises(ValueError, match="JSON object"):
+        decoding.schema_text("[1]")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from kgutils.models import tiny_checkpoint
+
+    return AutoTokenizer.from_pretrained(tiny_checkpoint("llama"))
+
+
+def test_grammar_accepts_ontology_answers_only(tokenizer):
+    import xgrammar as xgr
+
+    eos = tokenizer.eos_token_id
+    compiled = decoding.compile_grammar(tokenizer, decoding_schema(max_items=2), stop_token_ids=[eos])
+    assert decoding.compile_grammar(tokenizer, decoding_schema(max_items=2), stop_token_ids=[eos]) is compiled
+
+    def accepts(s: str) -> bool:
+        m = xgr.GrammarMatcher(compiled)
+        return m.accept_string(s) and m.is_completed()
+
+    assert accepts("[]") and accepts("[" + A + "]") and accepts("[" + A + "," + B + "]")
+    assert not accepts("[" + A + "," + B + "," + A + "]")  # maxItems
+    assert not accepts("[" + item("BERT", "made_by", "Google") + "]")  # not an ontology relation
+    assert not accepts("[" + item("BERT", "developed_by", "Google", 1.5) + "]")  # weight outside [0, 1]
+    assert not accepts("[" + item("", "developed_by", "Google") + "]")  # empty title
+    assert not accepts("[ " + A + "]")  # compact: no white space between tokens
+    bad = json.loads(A)
+    bad["source"]["type"] = "person"
+    assert not accepts("[" + json.dumps(bad, separators=(",", ":")) + "]")
+
+
+# ------------------------------------------------------------------------------ the hf engine's decoding loop
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from kgutils.models import load_model
+
+    return load_model("tiny:llama")
+
+
+def _reference_generate(lm, prompts, batch_size, max_new_tokens):
+    """transformers' own generate on left-padded batches in the same order: what the loop must reproduce."""
+    import torch
+
+    tok = lm.tokenizer
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]), reverse=True)
+    texts = [None] * len(prompts)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+        with torch.inference_mode():
+            out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=lm.stop_token_ids, pad_token_id=tok.pad_token_id)
+        for row, i in enumerate(idx):
+            new = out[row, enc["input_ids"].shape[1]:].tolist()
+            n = next((k + 1 for k, t in enumerate(new) if t in lm.stop_token_ids), len(new))
+            texts[i] = tok.decode(new[:n], skip_special_tokens=True)
+    return texts
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_loop_reproduces_transformers_generate(arch, tiny_llama):
+    from kgutils.generate import generate_texts, render_prompt
+    from kgutils.models import load_model
+
+    lm = tiny_llama if arch == "llama" else load_model(f"tiny:{arch}")
+    passages = ["Marie Curie won the Nobel Prize in 1903.", "BERT was developed by Google.",
+                "The Danube flows through Vienna and Budapest, two capitals of central Europe.", "Short one."]
+    prompts = [render_prompt(lm.tokenizer, p) for p in passages]
+    ref = _reference_generate(lm, prompts, 3, 20)
+    for kw in ({"evict": False, "share_prefix": False}, {"evict": True, "share_prefix": True}):
+        gens = generate_texts(lm, prompts, batch_size=3, max_new_tokens=20, progress=False, guard=False, **kw)
+        assert [g["text"] for g in gens] == ref, kw
+        assert all(g["stop_reason"] in ("eos", "budget") and g["guard_removed"] == "" for g in gens)
+
+
+class _Scripted:
+    """A real tiny model whose next token is forced to follow a script (to drive the loop into repeats)."""
+
+    def __init__(self, lm, script):
+        import torch
+
+        self.inner, self.script, self.calls, self._torch = lm.model, script, 0, torch
+        self.config = lm.model.config
+
+    def parameters(self):
+        return self.inner.parameters()
+
+    def __call__(self, **kwargs):
+        out = self.inner(**kwargs)
+        k = min(self.calls, len(self.script) - 1)
+        self.calls += 1
+        logits = self._torch.full_like(out.logits, -1e9)
+        logits[..., self.script[k]] = 0.0
+        out.logits = logits
+        return out
+
+
+def _scripted(lm, text):
+    from kgutils.models import LoadedModel
+
+    script = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return LoadedModel(model=_Scripted(lm, script), tokenizer=lm.tokenizer, spec="scripted", kind="tiny",
+                       stop_token_ids=lm.stop_token_ids), script
+
+
+def test_loop_stops_a_repeating_row_at_once_and_closes_it(tiny_llama):
+    from kgutils.generate import generate_texts
+
+    looping = "[" + A + "," + B + "," + A + "," + A + "," + A + "," + A
+    lm, script = _scripted(tiny_llama, looping)
+    (gen,) = generate_texts(lm, ["Passage: BERT."], max_new_tokens=300, progress=False)
+    assert gen["stop_reason"] == "repeat" and gen["text"] == "[" + A + "," + B + "]"
+    # The row stopped right after the repeated item: no token was spent on the rest of the loop.
+    n_until_repeat = len(lm.tokenizer("[" + A + "," + B + "," + A, add_special_tokens=False)["input_ids"])
+    assert gen["n_new_tokens"] <= n_until_repeat + 1 < len(script)
+    assert gen["guard_removed"].startswith("," + A[:10])
+
+
+def test_loop_closes_an_answer_cut_by_the_budget(tiny_llama):
+    from kgutils.generate import generate_texts
+
+    text = "[" + A + "," + B + ',{"source":{"title":"Google DeepMind","type":"entity"}'
+    lm, script = _scripted(tiny_llama, text)
+    (gen,) = generate_texts(lm, ["Passage: BERT."], max_new_tokens=len(script) - 3, progress=False)
+    assert gen["stop_reason"] == "budget" and gen["n_new_tokens"] == len(script) - 3
+    assert json.loads(gen["text"]) == [json.loads(A), json.loads(B)]
+    (raw,) = generate_texts(_scripted(tiny_llama, text)[0], ["Passage: BERT."], max_new_tokens=len(script) - 3, progress=False, guard=False)
+    assert raw["stop_reason"] == "budget" and raw["text"].startswith("[" + A + "," + B + ',{"source"')
+
+
+def test_constrained_loop_gives_schema_valid_json_from_a_random_model(tiny_llama):
+    from kgutils.generate import generate_texts, render_prompt
+    from kgutils.ontology import validate_triplet
+
+    prompts = [render_prompt(tiny_llama.tokenizer, p) for p in ("BERT was developed by Google.", "Nothing here.")]
+    free = generate_texts(tiny_llama, prompts, max_new_tokens=60, progress=False, guard=False)
+    assert all(parse_card_output(g["text"])[1] != "ok" for g in free)  # a random model writes no JSON by itself
+    gens = generate_texts(tiny_llama, prompts, max_new_tokens=60, progress=False,
+                          schema=decoding_schema(max_items=3))
+    for g in gens:
+        items, status = parse_card_output(g["text"])
+        assert status == "ok", g
+        assert all(validate_triplet(it)[1] is None for it in items)
+
+
+def test_bad_generation_settings_fail_clearly(tiny_llama):
+    from kgutils.generate import decoding_modes, generate_texts
+
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_texts(tiny_llama, ["x"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        generate_texts(tiny_llama, ["x"], schema="{oops")
+    with pytest.raises(ValueError, match="CONSTRAINED"):
+        decoding_modes(["yes"])
+    with pytest.raises(ValueError, match="CONSTRAINED"):
+        decoding_modes([True, True])
+    assert [m for m, _ in decoding_modes([False, True])] == ["unconstrained", "constrained"]
+    assert decoding_modes(True, max_items=4)[0][1]["maxItems"] == 4
+
+
+class _StopsEvery:
+    """A real tiny model that ends a row's answer whenever its position is a multiple of ``k`` (decoding steps
+    only), so rows of different prompt lengths finish at different steps and the batch refills."""
+
+    def __init__(self, lm, k):
+        self.inner, self.k, self.eos = lm.model, k, lm.stop_token_ids[0]
+        self.config = lm.model.config
+
+    def parameters(self):
+        return self.inner.parameters()
+
+    def __call__(self, **kwargs):
+        out = self.inner(**kwargs)
+        if kwargs["input_ids"].shape[1] == 1:
+            hit = (kwargs["position_ids"][:, -1] % self.k) == 0
+            out.logits[hit, -1, :] = -1e9
+            out.logits[hit, -1, self.eos] = 0.0
+        return out
+
+
+def test_refilled_batches_give_the_same_answers(tiny_llama):
+    from kgutils.generate import _generate_hf, render_prompt
+    from kgutils.models import LoadedModel
+
+    passages = [f"Passage {i}: " + "word " * (3 * i) + "BERT was developed by Google." for i in range(9)]
+    lm = LoadedModel(model=_StopsEvery(tiny_llama, 11), tokenizer=tiny_llama.tokenizer, spec="stops-every",
+                     kind="tiny", stop_token_ids=tiny_llama.stop_token_ids)
+    prompts = [render_prompt(lm.tokenizer, p) for p in passages]
+    kw = dict(batch_size=4, max_new_tokens=25, desc="", progress=False, sort_by_length=True, stop_bias=0.0,
+              schema=None, guard=False, share_prefix=True)
+    refilled = _generate_hf(lm, prompts, refill=True, **kw)
+    static = _generate_hf(lm, prompts, refill=False, **kw)
+    lengths = [g["n_new_tokens"] for g in refilled]
+    assert len(set(lengths)) > 3 and "eos" in {g["stop_reason"] for g in refilled}  # rows end at different steps
+    assert [g["text"] for g in refilled] == [g["text"] for g in static]
+    assert lengths == [g["n_new_tokens"] for g in static]
+
+
+def test_for_inference_keeps_the_answers_in_fp32_and_leaves_the_model_alone(tiny_llama):
+    import torch
+
+    from kgutils.generate import DECODE_ATTENTION, for_inference, generate_texts, render_prompt
+
+    prompts = [render_prompt(tiny_llama.tokenizer, p) for p in ("BERT was developed by Google.", "A short one.")]
+    fast = for_inference(tiny_llama, precision="fp32")
+    assert fast.model is not tiny_llama.model and fast.model.config._attn_implementation == DECODE_ATTENTION
+    assert tiny_llama.model.config._attn_implementation == "sdpa"
+    assert next(fast.model.parameters()).dtype == torch.float32
+    a = generate_texts(tiny_llama, prompts, max_new_tokens=30, progress=False, guard=False)
+    b = generate_texts(fast, prompts, max_new_tokens=30, progress=False, guard=False)
+    assert [g["text"] for g in a] == [g["text"] for g in b]
+    with torch.inference_mode():  # the grouped-head decoding attention computes what SDPA computes
+        ids = tiny_llama.tokenizer(prompts[:1], return_tensors="pt")["input_ids"]
+        out_ref = tiny_llama.model(input_ids=ids, use_cache=True)
+        out_fast = fast.model(input_ids=ids, use_cache=True)
+        nxt = out_ref.logits[:, -1:].argmax(-1)
+        step_ref = tiny_llama.model(input_ids=nxt, past_key_values=out_ref.past_key_values).logits
+        step_fast = fast.model(input_ids=nxt, past_key_values=out_fast.past_key_values).logits
+    assert torch.allclose(step_ref, step_fast, atol=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        for_inference(tiny_llama, precision="fp8")
