@@ -135,11 +135,11 @@ def run_model(name: str, lm: LoadedModel, rows: list[dict], args: argparse.Names
 
 
 def default_adapter() -> str:
-    path = repo_root() / "data" / "runs" / "03_sft_qwen3" / "latest" / "adapter"
     try:
-        return str(resolve(path)) if (resolve(path) / "adapter_config.json").is_file() else ""
-    except FileNotFoundError:
+        path = resolve(repo_root() / "data" / "runs" / "03_sft_qwen3" / "latest" / "adapter")
+    except FileNotFoundError:  # 03 has never run
         return ""
+    return str(path) if (path / "adapter_config.json").is_file() else ""
 
 
 def main() -> None:

@@ -289,6 +289,7 @@ class _Row:
     matcher: Any = None
     new: list[int] = field(default_factory=list)
     stop_reason: str | None = None
+    retired: bool = False  # its answer is written to the results
 
 
 @dataclass
@@ -458,12 +459,14 @@ def _generate_hf(
                 keep.append(line)
         return chosen, keep
 
-    finished: set[int] = set()  # ids of rows retired but kept in the batch (evict=False)
     results: list[dict[str, Any] | None] = [None] * len(prompts)
     bar = progress_bar(total=len(prompts), desc=desc, unit="passage", disable=not progress)
 
     def retire(rows: list[_Row]) -> None:
+        """Write the answers of rows that ended (once each; with evict=False they stay in the batch)."""
+        rows = [r for r in rows if r.stop_reason is not None and not r.retired]
         for r in rows:
+            r.retired = True
             text = tok.decode(r.new, skip_special_tokens=True)
             removed = ""
             if r.guard is not None:
@@ -482,11 +485,11 @@ def _generate_hf(
                 new = start(queue[:free])
                 queue = queue[free:]
                 tokens_new, keep_new = choose(new)
-                retire([r for r in new.rows if r.stop_reason is not None])
-                if keep_new and len(keep_new) < len(new.rows):
-                    new.select(keep_new)
-                tokens_new = tokens_new[keep_new] if keep_new else None
+                retire(new.rows)
                 if keep_new:
+                    if len(keep_new) < len(new.rows):
+                        new.select(keep_new)
+                        tokens_new = tokens_new[keep_new]
                     if batch is None:
                         batch, tokens = new, tokens_new
                     else:
@@ -501,18 +504,12 @@ def _generate_hf(
             batch.next_pos = batch.next_pos + 1
             batch.logits = out.logits[:, -1, :]
             tokens, keep = choose(batch)
-            done = [r for r in batch.rows if r.stop_reason is not None and id(r) not in finished]
+            retire(batch.rows)
             if not keep:
-                retire(done)
-                finished.clear()
                 batch = None
             elif evict and len(keep) < len(batch.rows):
-                retire(done)
                 batch.select(keep)
                 tokens = tokens[keep]
-            elif not evict:  # finished rows stay in the batch; their answers are complete
-                finished.update(id(r) for r in done)
-                retire(done)
     bar.close()
     return results  # type: ignore[return-value]
 
@@ -565,6 +562,18 @@ def generate_texts(
     return _generate_hf(lm, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=desc,
                         progress=progress, sort_by_length=sort_by_length, stop_bias=stop_bias, schema=schema,
                         guard=guard, share_prefix=share_prefix, evict=evict)
+
+
+def generation_frame(generation: dict[str, dict[str, Any]]):
+    """One column per :func:`predict_file` summary (keyed by run label): new tokens/s, seconds, new tokens and the
+    stop reasons, as a pandas DataFrame for notebooks."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        label: {"new tokens/s": g["new_tokens_per_second"], "seconds": g["wall_seconds"], "new tokens": g["new_tokens"],
+                **{f"stop: {k}": v for k, v in g["stop_reasons"].items()}}
+        for label, g in generation.items()
+    }).fillna(0).round(1)
 
 
 def predict_file(
