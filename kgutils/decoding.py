@@ -205,9 +205,33 @@ def _require_xgrammar() -> Any:
     return xgrammar
 
 
-def schema_text(schema: dict[str, Any] | str) -> str:
+@dataclass(frozen=True)
+class Choices:
+    """A constraint to one of a few fixed strings (e.g. the allowed relation labels of a classification task),
+    given wherever a JSON schema is accepted. The answer is the bare string, without JSON quotes.
+
+    Raises:
+        ValueError: for no options, or an empty or non-string option.
+    """
+
+    options: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        opts = tuple(self.options)
+        if not opts or not all(isinstance(o, str) and o for o in opts):
+            raise ValueError(f"Choices needs non-empty strings, got {self.options!r}")
+        object.__setattr__(self, "options", tuple(dict.fromkeys(opts)))
+
+    def ebnf(self) -> str:
+        """The xgrammar EBNF grammar: ``root ::= "a" | "b" | ...`` (JSON string escapes are EBNF escapes)."""
+        return "root ::= " + " | ".join(json.dumps(o, ensure_ascii=False) for o in self.options)
+
+
+def schema_text(schema: dict[str, Any] | str | Choices) -> str:
     """JSON text of a schema (compiled, and the cache key), checking it is a JSON object. Keys keep their order:
-    xgrammar emits properties in the order the schema lists them."""
+    xgrammar emits properties in the order the schema lists them. :class:`Choices` give their grammar's text."""
+    if isinstance(schema, Choices):
+        return schema.ebnf()
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -218,9 +242,10 @@ def schema_text(schema: dict[str, Any] | str) -> str:
     return json.dumps(schema)
 
 
-def compile_grammar(tokenizer: Any, schema: dict[str, Any] | str, *, vocab_size: int | None = None,
+def compile_grammar(tokenizer: Any, schema: dict[str, Any] | str | Choices, *, vocab_size: int | None = None,
                     stop_token_ids: list[int] | None = None) -> Any:
-    """xgrammar ``CompiledGrammar`` for a JSON schema and a tokenizer; compiled once, then served from a cache.
+    """xgrammar ``CompiledGrammar`` for a JSON schema (or :class:`Choices`) and a tokenizer; compiled once, then
+    served from a cache.
 
     Args:
         tokenizer: the model's Hugging Face tokenizer.
@@ -237,7 +262,10 @@ def compile_grammar(tokenizer: Any, schema: dict[str, Any] | str, *, vocab_size:
                                                   stop_token_ids=list(stops) or None)
         compiler = xgr.GrammarCompiler(info, max_threads=2)
         try:
-            _COMPILED[key] = compiler.compile_json_schema(text, any_whitespace=False, separators=(",", ":"))
+            if isinstance(schema, Choices):
+                _COMPILED[key] = compiler.compile_grammar(text)
+            else:
+                _COMPILED[key] = compiler.compile_json_schema(text, any_whitespace=False, separators=(",", ":"))
         except Exception as exc:  # xgrammar raises its own error types for unsupported or invalid schemas
             raise ValueError(f"xgrammar could not compile the decoding schema: {exc}") from exc
     return _COMPILED[key]

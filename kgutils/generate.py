@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .decoding import AnswerGuard, Grammar, compile_grammar, guard_text, schema_text
+from .decoding import AnswerGuard, Choices, Grammar, compile_grammar, guard_text, schema_text
 from .formats import parse_output
 from .io import progress as progress_bar
 from .io import resolve
@@ -132,7 +132,10 @@ def _generate_vllm(
         from vllm.sampling_params import StructuredOutputsParams
 
         # The backend (xgrammar, no fallback) is pinned on the engine by load_vllm.
-        extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(schema_text(schema)))
+        if isinstance(schema, Choices):
+            extra["structured_outputs"] = StructuredOutputsParams(choice=list(schema.options))
+        else:
+            extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(schema_text(schema)))
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
                             skip_special_tokens=True, logit_bias=bias, **extra)
     outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=progress)
@@ -226,7 +229,10 @@ def for_inference(lm: LoadedModel | VllmModel, precision: str = "auto") -> Loade
     chosen, why = resolve_precision(precision)
     model = lm.model
     notes = []
-    if hasattr(model, "merge_and_unload"):  # a PEFT model: merge a copy, the trainer's model stays as it is
+    if is_4bit(model):  # QLoRA: the NF4 weights as the values the 4-bit kernels compute with, LoRA merged in
+        model = dequantized_copy(model)
+        notes.append("NF4 weights dequantized" + (", LoRA merged" if hasattr(lm.model, "merge_and_unload") else ""))
+    elif hasattr(model, "merge_and_unload"):  # a PEFT model: merge a copy, the trainer's model stays as it is
         model = copy.deepcopy(model).merge_and_unload()
         notes.append("LoRA merged")
     dtype = torch.bfloat16 if chosen == "bf16" else torch.float32
@@ -242,6 +248,73 @@ def for_inference(lm: LoadedModel | VllmModel, precision: str = "auto") -> Loade
     return LoadedModel(model=model, tokenizer=lm.tokenizer, spec=lm.spec, kind=lm.kind,
                        stop_token_ids=list(lm.stop_token_ids), note="; ".join(filter(None, [lm.note, *notes])),
                        load_seconds=lm.load_seconds)
+
+
+def is_4bit(model: Any) -> bool:
+    """Whether a model (or the base of a PEFT model) holds bitsandbytes 4-bit weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False))
+
+
+def dequantized_copy(model: Any) -> Any:
+    """A plain ``transformers`` model with the weights a 4-bit (QLoRA) model computes with: every NF4 matrix
+    dequantized (``bitsandbytes.functional.dequantize_4bit``, exactly what its forward pass multiplies by) and, for
+    a PEFT model, each LoRA update ``B·A·scaling`` added. The function is the 4-bit model's, in full-size weights
+    that decode at full speed. The model passed in is left as it is."""
+    import bitsandbytes as bnb
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def deq(layer: Any) -> Any:
+        w = layer.weight
+        if isinstance(layer, bnb.nn.Linear4bit):
+            data, state = w.data, w.quant_state
+            if getattr(state, "packing_format_for_cpu", False):
+                # On CPU, bitsandbytes repacks the weights for its bf16 kernel at the first inference call; undo
+                # that (as its own state-dict saving does) before dequantizing.
+                from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+                data, state = _convert_weight_packed_for_cpu_inverse(data, copy.deepcopy(state))
+            return bnb.functional.dequantize_4bit(data, state).float()
+        return w.data.float()
+
+    state: dict[str, Any] = {}
+    handled: list[str] = []
+    for name, mod in base.named_modules():
+        if any(name.startswith(h + ".") for h in handled):
+            continue
+        if hasattr(mod, "base_layer") and hasattr(mod, "lora_A"):  # a PEFT LoRA layer
+            w = deq(mod.base_layer)
+            for adapter in mod.active_adapters:
+                if adapter in mod.lora_A:
+                    w = w + mod.get_delta_weight(adapter).float()
+            state[f"{name}.weight"] = w
+            if getattr(mod.base_layer, "bias", None) is not None:
+                state[f"{name}.bias"] = mod.base_layer.bias.data.float()
+            handled.append(name)
+        elif isinstance(mod, bnb.nn.Linear4bit):
+            state[f"{name}.weight"] = deq(mod)
+            if mod.bias is not None:
+                state[f"{name}.bias"] = mod.bias.data.float()
+            handled.append(name)
+    config = copy.deepcopy(base.config)
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    persistent = set(plain.state_dict())
+    for name, p in list(base.named_parameters()) + [(n, b) for n, b in base.named_buffers() if n in persistent]:
+        if not any(name.startswith(h + ".") for h in handled) and ".lora_" not in name:
+            state[name] = p.data.float()
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k and getattr(config.get_text_config(), "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"dequantizing failed: missing {sorted(set(missing) - tied)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+    plain.tie_weights()
+    return plain.to(next(iter(state.values())).device).eval()
 
 
 def render_prompt(tokenizer: Any, text: str, system: str | None = None) -> str:
@@ -539,7 +612,8 @@ def generate_texts(
         sort_by_length: ``False`` keeps the input order in the batches (more padding; for benchmarks).
         stop_bias: added to the stop tokens' logits at every step: below 0 the model ends its answer less readily.
         schema: a JSON schema to constrain the answer to (xgrammar; :func:`kgutils.ontology.decoding_schema` for
-            the triplet format); ``None`` decodes freely.
+            the triplet format), or :class:`kgutils.decoding.Choices` (one of fixed strings, e.g. labels);
+            ``None`` decodes freely.
         guard: the loop and budget guard (:class:`kgutils.decoding.AnswerGuard`).
         share_prefix: compute the prompts' common token prefix once (``hf`` engine).
         evict: finished rows leave the batch at once (``hf`` engine); ``False`` keeps computing them until the
@@ -710,3 +784,89 @@ def predict_file(
         "new_tokens": new_tokens,
         "new_tokens_per_second": new_tokens / wall if wall > 0 and todo else None,
     }
+
+
+def _end_of_answer_id(lm: LoadedModel) -> int:
+    """The token that ends an assistant turn in the chat template (the first stop token after the answer)."""
+    tok = lm.tokenizer
+    stops = list(lm.stop_token_ids)
+    if not stops:
+        raise ValueError(f"{lm.spec} has no end-of-answer token to score answers with")
+    try:
+        ids = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "zq"}],
+                                      tokenize=True, add_generation_prompt=False)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        tail = tok.decode(ids).rsplit("zq", 1)[-1]
+        after = tok(tail, add_special_tokens=False)["input_ids"]
+        return next(t for t in after if t in stops)
+    except (StopIteration, ValueError, TypeError, KeyError):
+        return stops[0]
+
+
+def score_choices(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    *,
+    desc: str = "score",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score every allowed answer of each prompt by its likelihood: log p(answer tokens, then the end-of-answer
+    token | prompt), the prompt computed once and all its answers in one batched forward pass on its cache.
+
+    Ending with the end-of-answer token makes a label that is a prefix of another (``work`` / ``work_for``)
+    compete fairly. ``hf`` engine only.
+
+    Args:
+        lm: a loaded model (:func:`for_inference` for bf16 on CPU).
+        prompts: rendered prompts (chat template applied, generation prompt added).
+        choices: the allowed answers of each prompt (e.g. its data set's labels).
+
+    Returns:
+        One dict per prompt: ``{"text": best answer, "scores": {answer: log-likelihood}, "n_prompt_tokens",
+        "seconds"}``.
+    """
+    import torch
+
+    if len(prompts) != len(choices):
+        raise ValueError(f"{len(prompts)} prompts but {len(choices)} choice lists")
+    if isinstance(lm, VllmModel):
+        raise ValueError("score_choices needs a transformers model (load_model), not a vLLM engine")
+    tok, model = lm.tokenizer, lm.model
+    device = next(model.parameters()).device
+    end = _end_of_answer_id(lm)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    encoded: dict[str, list[int]] = {}
+    out: list[dict[str, Any]] = []
+    for prompt, opts in zip(progress_bar(prompts, desc=desc, unit="example", disable=not progress), choices):
+        opts = list(dict.fromkeys(opts))
+        if not opts:
+            raise ValueError("a prompt has no choices to score")
+        t0 = time.perf_counter()
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        conts = []
+        for o in opts:
+            if o not in encoded:
+                encoded[o] = tok(o, add_special_tokens=False)["input_ids"] + [end]
+            conts.append(encoded[o])
+        with torch.inference_mode():
+            cache = _new_cache(model)
+            first = model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True,
+                          logits_to_keep=1).logits[0, -1].float().log_softmax(-1)
+            scores = [float(first[c[0]]) for c in conts]
+            width = max(len(c) for c in conts) - 1
+            if width > 0:
+                cache.batch_repeat_interleave(len(conts))
+                inp = torch.tensor([c[:-1][:width] + [pad] * (width - len(c) + 1) for c in conts], device=device)
+                mask = torch.cat([torch.ones(len(conts), len(ids), dtype=torch.long, device=device),
+                                  torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in conts],
+                                               device=device)], dim=1)
+                pos = torch.arange(len(ids), len(ids) + width, device=device).expand(len(conts), width)
+                logp = model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True).logits.float().log_softmax(-1)
+                for k, c in enumerate(conts):
+                    scores[k] += float(sum(logp[k, j, c[j + 1]] for j in range(len(c) - 1)))
+        ranked = dict(zip(opts, scores))
+        out.append({"text": max(ranked, key=ranked.get), "scores": ranked, "n_prompt_tokens": len(ids),
+                    "seconds": time.perf_counter() - t0})
+    return out

@@ -102,6 +102,7 @@ __all__ = [
     "REBEL_SEMANTICS",
     "rebel_scores",
     "relation_classification_f1",
+    "relation_classification_report",
     "relation_similarity",
     "score_entry",
     "strict_spo_f1",
@@ -1105,3 +1106,49 @@ def relation_classification_f1(
     rec = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
     return {"precision": prec, "recall": rec, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "n": len(gold)}
+
+
+def relation_classification_report(
+    gold: Sequence[str],
+    pred: Sequence[Any],
+    allowed: Sequence[Sequence[str]] | None = None,
+    negative_labels: Iterable[str] = NEGATIVE_LABELS,
+) -> dict:
+    """:func:`relation_classification_f1` plus accuracy, per-class F1 and the answer-format rates.
+
+    * ``accuracy``: normalised prediction equals the normalised gold label over all examples, every negative
+      spelling counting as one class ``none`` (so ``""``, ``nan``, ``null``, ``none`` → ``none``).
+    * ``per_class``: precision, recall, F1 and support of each gold class (normalised spelling).
+    * ``schema_valid_rate``: the share of predictions that are one of the example's ``allowed`` labels (after
+      normalisation); ``None`` without ``allowed``.
+    * ``malformed_rate``: the share of raw answers that are not a bare label: empty, not a string, or more than one
+      non-empty line.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} labels, pred has {len(pred)}")
+    if allowed is not None and len(allowed) != len(gold):
+        raise ValueError(f"allowed has {len(allowed)} label lists for {len(gold)} examples")
+    negatives = {normalize_rc_label(x) for x in negative_labels}
+    one = lambda x: "none" if normalize_rc_label(x) in negatives else normalize_rc_label(x)  # noqa: E731
+    g, p = [one(x) for x in gold], [one(x) for x in pred]
+    out = relation_classification_f1(gold, pred, negative_labels)
+    n = len(gold)
+    out["accuracy"] = sum(a == b for a, b in zip(g, p)) / n if n else 0.0
+    per_class = {}
+    for c in sorted(set(g)):
+        tp = sum(a == b == c for a, b in zip(g, p))
+        n_pred, n_gold = sum(b == c for b in p), sum(a == c for a in g)
+        pr = tp / n_pred if n_pred else 0.0
+        rc = tp / n_gold if n_gold else 0.0
+        per_class[c] = {"precision": pr, "recall": rc, "f1": 2 * pr * rc / (pr + rc) if pr + rc else 0.0,
+                        "support": n_gold}
+    out["per_class"] = per_class
+    if allowed is not None:
+        ok = sum(one(b) in {one(x) for x in labs} for b, labs in zip(pred, allowed))
+        out["schema_valid_rate"] = ok / n if n else 0.0
+    else:
+        out["schema_valid_rate"] = None
+    bad = sum(not isinstance(x, str) or not x.strip() or len([ln for ln in x.splitlines() if ln.strip()]) > 1
+              for x in pred)
+    out["malformed_rate"] = bad / n if n else 0.0
+    return out

@@ -270,3 +270,42 @@ def loss_curve(log_history: Sequence[dict[str, Any]], title: str = "Training los
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color=sns.color_palette("deep")[1])
     return _finish(fig, ax, title, "optimizer step", "loss (answer tokens)")
+
+
+def rc_scores(table: Any, title: str = "Positive-class micro-F1 per data set"):
+    """Grouped bars: F1 of every decoding run (hue) on every data set, data sets grouped by domain.
+
+    Args:
+        table: :func:`kgutils.mixtune.score_table`'s per-data-set frame (``mode``, ``dataset``, ``domain``, ``f1``).
+    """
+    df = table.sort_values(["domain", "dataset"])
+    n_ds = df["dataset"].nunique()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * n_ds + 2.5), 4.0))
+    sns.barplot(data=df, x="dataset", y="f1", hue="mode", ax=ax, palette="deep",
+                order=list(dict.fromkeys(df["dataset"])))
+    ax.set_ylim(0, 1.05)
+    labels = [f"{d}\n({df[df.dataset == d].domain.iloc[0]})" for d in dict.fromkeys(df["dataset"])]
+    ax.set_xticks(range(len(labels)), labels)
+    ax.legend(title=None, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(fig, ax, title, "", "positive-class micro-F1", legend=False)
+
+
+def rc_per_class(per_class: Any, mode: str | None = None, title: str = "Per-class F1"):
+    """Heat map of per-class F1 (rows: data set / label, columns: decoding runs); the negative class is left out.
+
+    Args:
+        per_class: :func:`kgutils.mixtune.score_table`'s per-class frame.
+        mode: only this decoding run; None: every run as a column.
+    """
+    df = per_class[per_class["label"] != "none"]
+    if mode is not None:
+        df = df[df["mode"] == mode]
+    grid = df.pivot_table(index=["dataset", "label"], columns="mode", values="f1")
+    fig, ax = plt.subplots(figsize=(1.4 * grid.shape[1] + 4.0, 0.26 * grid.shape[0] + 1.5))
+    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="crest", cbar=False, ax=ax,
+                annot_kws={"fontsize": 7})
+    ax.set_yticks([i + 0.5 for i in range(grid.shape[0])], [f"{d} · {lab}" for d, lab in grid.index], fontsize=7)
+    ax.set_ylabel("")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -43,3 +43,29 @@ def extraction_messages(text: str, system: str | None = None) -> list[dict[str, 
         msgs.append({"role": "system", "content": system})
     msgs.append({"role": "user", "content": extraction_prompt(text)})
     return msgs
+
+
+# ------------------------------------------------------------------------------ relation classification (04)
+
+RC_SYSTEM = ("You classify the relation between two entities in a sentence. Entity 1 is the subject and "
+             "entity 2 the object. Answer with the relation label only.")
+RC_SCHEMA_SYSTEM = RC_SYSTEM + " Allowed labels: {labels}."
+
+
+def rc_user(text: str, e1: str, e2: str) -> str:
+    """The user turn of one relation-classification query (and of each demonstration)."""
+    return f"Sentence: {text.strip()}\nEntity 1: {e1}\nEntity 2: {e2}"
+
+
+def rc_messages(row: dict[str, Any], demos: list[dict[str, Any]] = (), labels: list[str] | None = None,
+                text: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages for one example: the system turn (listing ``labels`` in the schema-enumerated variant), each
+    demonstration as a user turn with its label as the assistant's answer, then the query. ``text`` replaces the
+    row's sentence (a shortened one). Training and inference build their prompts with this one function."""
+    system = RC_SCHEMA_SYSTEM.format(labels=", ".join(labels)) if labels else RC_SYSTEM
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    for d in demos:
+        msgs.append({"role": "user", "content": rc_user(d["text"], d["e1"], d["e2"])})
+        msgs.append({"role": "assistant", "content": d["relation"]})
+    msgs.append({"role": "user", "content": rc_user(text if text is not None else row["text"], row["e1"], row["e2"])})
+    return msgs

@@ -33,7 +33,7 @@ from .models import LoadedModel, choose_gpu_option, load_model, stop_ids
 from .prompts import extraction_messages
 
 __all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
-           "merge_and_save"]
+           "merge_and_save", "nf4_config"]
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SAMPLINGS = ("sequential", "random", "group_by_length")
@@ -60,7 +60,7 @@ class TrainSettings:
     batch_size: int = 2
     grad_accum: int = 4
     learning_rate: float = 5e-5
-    warmup_steps: int = 50
+    warmup_steps: float = 50  # an integer: steps; a float in [0, 1): a share of all steps (the card's ratio .03)
     weight_decay: float = 0.0
     optim: str = "adamw_8bit"
     max_length: int = 2048
@@ -74,9 +74,23 @@ class TrainSettings:
     precision: str = "auto"  # auto | bf16 | fp32 (see resolve_precision)
     loss_impl: str = "auto"  # auto: answer-only LM head on CPU, TRL's fused loss on CUDA; trl: TRL's everywhere
     pad_to_multiple_of: int | None = None  # pad each batch to a multiple of N tokens (None: TRL default, the longest)
+    quantization: str = "none"  # none | nf4 (QLoRA: 4-bit NF4 base weights with double quantisation)
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+QUANTIZATIONS = ("none", "nf4")
+
+
+def nf4_config(compute: str = "bf16") -> Any:
+    """The QLoRA quantisation (the card's): 4-bit NF4 weights, double quantisation, ``compute`` dtype matmuls.
+
+    bitsandbytes ≥ 0.48 runs 4-bit loading, the forward and backward passes on CPU as well as on CUDA.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if compute == "bf16" else torch.float32)
 
 
 def resolve_precision(precision: str = "auto") -> tuple[str, str]:
@@ -142,21 +156,35 @@ def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, 
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(model_name=spec, max_seq_length=settings.max_length,
-                                                             load_in_4bit=False)
+                                                             load_in_4bit=settings.quantization == "nf4")
         model = FastLanguageModel.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
             target_modules=list(lora.target_modules),
             use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
             random_state=settings.seed)
         return model, tokenizer
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    lm = load_model(spec, for_family=for_family)
+    extra: dict[str, Any] = {}
+    if settings.quantization == "nf4":
+        extra["quantization_config"] = nf4_config(resolve_precision(settings.precision)[0])
+    lm = load_model(spec, for_family=for_family, **extra)
     print("Base model:", lm.describe())
+    model = lm.model
+    if settings.quantization == "nf4":
+        # QLoRA: norms and head in fp32, inputs that require grad; gradient checkpointing as configured.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing
+                                                and torch_cuda())
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(lm.model, config)
+    model = get_peft_model(model, config)
     return model, lm.tokenizer
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, int, int]:
@@ -262,6 +290,8 @@ def train_sft(
     lora, settings = lora or LoraSettings(), settings or TrainSettings()
     if settings.sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {settings.sampling!r}")
+    if settings.quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {settings.quantization!r}")
     if not train:
         raise ValueError("no training examples")
     backend, why = choose_backend(backend)
@@ -332,7 +362,7 @@ def train_sft(
     tokenizer.save_pretrained(str(adapter_dir))
     write_json(adapter_dir / "kg_triplets_train.json", {
         "base_model": model_spec, "backend": backend, "lora": asdict(lora), "settings": asdict(settings),
-        "precision": precision, "n_train": len(train), "n_val": len(val or []),
+        "precision": precision, "quantization": settings.quantization, "n_train": len(train), "n_val": len(val or []),
         "global_step": trainer.state.global_step,
     })
     loaded = LoadedModel(model=trained.eval(), tokenizer=tokenizer, spec=f"{model_spec} + LoRA",
