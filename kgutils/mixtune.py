@@ -57,7 +57,7 @@ from .prompts import rc_messages
 __all__ = [
     "ROW_KEYS", "SOURCES", "GENERAL", "LITERARY", "DOMAIN_OF", "LABEL_FIXES", "Loaded",
     "read_semeval", "read_unified", "read_nyt", "read_gids", "read_redocred", "read_rebel", "read_tacred",
-    "read_biographical", "read_pg_fiction", "read_rows", "load_source", "load_sources", "mixture", "MIXTURES",
+    "read_biographical", "read_pairs", "read_rows", "load_source", "load_sources", "mixture", "MIXTURES",
     "label_set", "problems_frame", "split_rows", "load_splits", "DemoPool", "build_prompts", "labels_by_dataset",
     "classify", "score_table", "RC_MODES", "cap_per_dataset", "sizes_frame", "demonstration_leaks", "read_sources",
 ]
@@ -67,7 +67,8 @@ ROW_KEYS = ("id", "text", "e1", "e2", "e1_type", "e2_type", "relation", "dataset
 # The MixTune sides (the seed card: seven general sets, two literary ones).
 GENERAL = ("tacred", "semeval", "conll04", "nyt", "gids", "redocred", "rebel")
 LITERARY = ("biographical", "pg_fiction")
-DOMAIN_OF = {**{n: "general" for n in GENERAL}, **{n: "literary" for n in LITERARY}, "ade": "general"}
+DOMAIN_OF = {**{n: "general" for n in GENERAL}, **{n: "literary" for n in LITERARY}, "ade": "general",
+             "semeval2010_task8": "general", "nyt11": "general", "re_docred": "general", "rebel-dataset": "general"}
 
 NEGATIVE = "no_relation"  # the label of generated negatives
 
@@ -491,6 +492,141 @@ def problems_frame(loaded: Iterable[Loaded]):
     return pd.DataFrame(rows, columns=["source", "reason", "count", "example"])
 
 
+# ------------------------------------------------------------------------------------------------------ TACRED
+
+_PTB = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "``": '"', "''": '"'}
+
+
+def convert_tacred(records: Iterable[dict], name: str = "tacred") -> Loaded:
+    """Rows from TACRED records (LDC release JSON; TACRED-Revisited and Re-TACRED keep the layout): ``token``,
+    ``subj_start``/``subj_end`` and ``obj_start``/``obj_end`` (0-based, **inclusive** ends), ``subj_type``,
+    ``obj_type``, ``relation`` (``no_relation`` is the negative). The text is the tokens joined by spaces, Penn
+    Treebank bracket escapes (``-LRB-``) turned back into brackets. A span outside the sentence is malformed."""
+    out = Loaded(name)
+    for i, rec in enumerate(records):
+        toks = rec.get("token") if isinstance(rec, dict) else None
+        if not isinstance(toks, list) or not toks:
+            out.bad("record without token list", rec)
+            continue
+        toks = [_PTB.get(t, t) for t in map(str, toks)]
+        try:
+            ss, se, os_, oe = (int(rec[k]) for k in ("subj_start", "subj_end", "obj_start", "obj_end"))
+        except (KeyError, TypeError, ValueError):
+            out.bad("record without subject/object offsets", rec)
+            continue
+        if not (0 <= ss <= se < len(toks) and 0 <= os_ <= oe < len(toks)):
+            out.bad("subject or object span outside the sentence", {k: rec.get(k) for k in ("id", "subj_start",
+                    "subj_end", "obj_start", "obj_end")} | {"n_tokens": len(toks)})
+            continue
+        label = rec.get("relation")
+        if not isinstance(label, str) or not label:
+            out.bad("record without relation", rec)
+            continue
+        out.add(f"{name}-{rec.get('id', i)}", " ".join(toks), " ".join(toks[ss:se + 1]), " ".join(toks[os_:oe + 1]),
+                _fix_label(name, label), rec.get("subj_type"), rec.get("obj_type"))
+    return out
+
+
+def read_tacred(path: str | Path, name: str = "tacred") -> Loaded:
+    """TACRED ``train.json`` / ``dev.json`` / ``test.json`` (one JSON array each)."""
+    return convert_tacred(_read_json_array(path), name)
+
+
+# ------------------------------------------------------------------------------------------------ Biographical
+
+# Label aliases seen across Biographical's files and papers, mapped onto the spelling of its English TSVs.
+BIOGRAPHICAL_LABELS = {"birthplace": "bplace_name", "deathplace": "dplace_name", "ofparent": "parent",
+                       "haschild": "child", "educated": "educatedAt", "educatedat": "educatedAt", "other": "Other",
+                       "birthdate": "birthdate", "deathdate": "deathdate", "bplace_name": "bplace_name",
+                       "dplace_name": "dplace_name", "parent": "parent", "child": "child", "sibling": "sibling",
+                       "occupation": "occupation"}
+
+
+def convert_biographical(records: Iterable[dict], name: str = "biographical") -> Loaded:
+    """Rows from Biographical TSV records (``id, sentence, relation, P1, P2, ...``): the two arguments are tagged
+    ``<e1>``/``<e2>`` in the sentence (``<e1>`` first in the text) and ``P1`` names the tag of the relation's first
+    argument (the person), so ``P1 = e2`` swaps them. In the human-annotated gold file the ``ANNOTATION`` column is
+    the label. Label spellings are unified (:data:`BIOGRAPHICAL_LABELS`); an unknown label is malformed."""
+    out = Loaded(name)
+    for i, rec in enumerate(records):
+        sentence = rec.get("sentence") if isinstance(rec, dict) else None
+        tags = {m.group(1): m.group(2) for m in _TAG_RE.finditer(sentence or "")}
+        if set(tags) != {"1", "2"} or not all(t.strip() for t in tags.values()):
+            out.bad("sentence without both <e1> and <e2> spans", rec.get("id") if isinstance(rec, dict) else rec)
+            continue
+        raw = (rec.get("ANNOTATION") or rec.get("relation") or "").strip()
+        label = BIOGRAPHICAL_LABELS.get(raw.lower())
+        if label is None:
+            out.bad("unknown relation label", raw)
+            continue
+        p1 = (rec.get("P1") or "e1").strip().lower()
+        if p1 not in ("e1", "e2"):
+            out.bad("P1 is neither e1 nor e2", rec.get("P1"))
+            continue
+        head, tail = (tags["1"], tags["2"]) if p1 == "e1" else (tags["2"], tags["1"])
+        out.add(f"{name}-{rec.get('id', i)}-{i}", _TAG_RE.sub(lambda m: m.group(2), sentence), head, tail, label,
+                domain="literary")
+    return out
+
+
+def read_biographical(path: str | Path, name: str = "biographical") -> Loaded:
+    """Biographical's English TSV files (``m2_train.tsv``, ``m2_test.tsv``, ``m2_gold.tsv``, …), header row,
+    tab-separated without quoting (sentences may hold ``"``)."""
+    p = resolve(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    with p.open(encoding="utf-8", newline="") as fh:
+        return convert_biographical(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), name)
+
+
+# --------------------------------------------------------------- entity-pair records (PG-Fiction, the Hub's per-set)
+
+def convert_pairs(records: Iterable[dict], name: str = "pg_fiction", *, negatives_per_text: int = 1,
+                  seed: int = 0) -> Loaded:
+    """Rows from entity-pair records: ``text``, ``entity1``, ``entity2``, ``entity1Type``, ``entity2Type``,
+    ``relation`` (PG-Fiction, and the per-set Hub copies of the MixTune paper, ``Despina/*``). There are no
+    offsets: both entity strings must occur in the text.
+
+    A record whose entities and relation are all null marks a chunk without any relation (PG-Fiction's
+    negatives): it has no pair to classify, so it is counted (``chunk without an entity pair``) and the
+    negatives come from pairs of entities of one text that no record links (``negatives_per_text`` per text)."""
+    out, rng = Loaded(name), random.Random(seed)
+    by_text: dict[str, dict] = {}
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            out.bad("record is not an object", rec)
+            continue
+        text, e1, e2, rel = rec.get("text"), rec.get("entity1"), rec.get("entity2"), rec.get("relation")
+        if not isinstance(text, str) or not text.strip():
+            out.bad("record without text", {k: rec.get(k) for k in ("entity1", "entity2", "relation")})
+            continue
+        if e1 is None and e2 is None and rel in (None, "", "none", "None"):
+            out.bad("chunk without an entity pair (a no-relation chunk)", text[:80])
+            continue
+        if not all(isinstance(x, str) and x.strip() for x in (e1, e2, rel)):
+            out.bad("pair with a missing entity or relation", rec)
+            continue
+        if e1 not in text or e2 not in text:
+            out.bad("entity not in the text", {"entity1": e1, "entity2": e2})
+            continue
+        t1, t2 = rec.get("entity1Type"), rec.get("entity2Type")
+        out.add(f"{name}-{i}", text, e1, e2, _fix_label(name, rel), t1, t2)
+        entry = by_text.setdefault(text, {"ents": {}, "linked": set(), "id": i})
+        entry["ents"].setdefault(e1, t1)
+        entry["ents"].setdefault(e2, t2)
+        entry["linked"].update({(e1, e2), (e2, e1)})
+    for text, entry in by_text.items():
+        ents = entry["ents"]
+        cands = [(text, a, b, ents[a], ents[b]) for a in ents for b in ents if a != b and (a, b) not in entry["linked"]]
+        _negatives(out, cands, f"{name}-{entry['id']}", rng, negatives_per_text)
+    return out
+
+
+def read_pairs(path: str | Path, name: str = "pg_fiction", **kw: Any) -> Loaded:
+    """Entity-pair records from a JSONL or JSON-array file (the Hub parquet's columns)."""
+    return convert_pairs(_read_json_array(path), name, **kw)
+
+
 # --------------------------------------------------------------------------------- rows already in the row shape
 
 def convert_rows(records: Iterable[dict], name: str | None = None) -> Loaded:
@@ -546,9 +682,11 @@ _RECORD_CONVERTERS: dict[str, Callable[..., Loaded]] = {}
 
 def _register() -> None:
     _FILE_READERS.update({"semeval": read_semeval, "unified": read_unified, "nyt": read_nyt, "gids": read_gids,
-                          "redocred": read_redocred, "rebel": read_rebel, "rows": read_rows})
+                          "redocred": read_redocred, "rebel": read_rebel, "tacred": read_tacred,
+                          "biographical": read_biographical, "pairs": read_pairs, "rows": read_rows})
     _RECORD_CONVERTERS.update({"semeval": convert_semeval_hub, "unified": convert_unified, "nyt": convert_nyt,
-                               "redocred": convert_redocred, "rebel": convert_rebel, "rows": convert_rows})
+                               "redocred": convert_redocred, "rebel": convert_rebel, "tacred": convert_tacred,
+                               "biographical": convert_biographical, "pairs": convert_pairs, "rows": convert_rows})
 
 
 def load_source(spec: dict[str, Any]) -> Loaded:
@@ -863,8 +1001,12 @@ def classify(lm: Any, records: list[dict], modes: Iterable[str] = RC_MODES, *, b
             for i, r in enumerate(records):
                 groups[tuple(r["choices"])].append(i)
             for labs, idx in groups.items():
+                # The budget always fits the longest label, spelt in any tokenisation the grammar allows (at
+                # worst one character a token): a constrained answer is never cut inside a label.
+                longest = max(len(lab) for lab in labs)
                 gen = generate_texts(lm, [prompts[i] for i in idx], batch_size=batch_size,
-                                     max_new_tokens=max_new_tokens, guard=False, schema=Choices(labs),
+                                     max_new_tokens=max(max_new_tokens, longest + 1), guard=False,
+                                     schema=Choices(labs),
                                      desc="constrained", progress=progress)
                 for i, g in zip(idx, gen):
                     raw[i] = g["text"]

@@ -109,3 +109,22 @@ def test_data_pipeline_smoke_outputs():
     if eval_params.is_file():
         assert yaml.safe_load(eval_params.read_text())["TEST_FILE"] == (
             "data/runs/02_teacher_labels/pytest-smoke/splits/test.jsonl")
+
+
+def test_mixtune_notebook_smoke_outputs():
+    """04 on smoke: QLoRA through kgutils.train, three label decodings scored side by side, no leaked demos."""
+    run_dir = runner.repo_root() / "data" / "runs" / "04_qlora_llama_mixtune" / "pytest-smoke"
+    if not (run_dir / "metrics.json").is_file():
+        pytest.skip("04 smoke run not present (run with the notebooks tests)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["demonstration_leaks"] == 0
+    modes = {k.split("/")[0] for k in metrics["scores"]}
+    assert modes == {"base constrained", "fine-tuned free", "fine-tuned constrained", "fine-tuned likelihood"}
+    for key, s in metrics["scores"].items():
+        if not key.startswith("fine-tuned free"):
+            assert s["schema_valid"] == 1.0, key  # constrained and likelihood answers are allowed labels
+    assert metrics["training"]["global_step"] == 2
+    adapter = json.loads((run_dir / "adapter" / "kg_triplets_train.json").read_text())
+    assert adapter["quantization"] == "nf4"
+    for fig in ("04_f1_by_dataset", "04_per_class_f1", "04_loss"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000

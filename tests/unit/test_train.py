@@ -135,3 +135,72 @@ def test_bad_settings_are_named():
         train.train_sft("tiny:qwen3", ROWS[:2], None, "/tmp/unused", settings=train.TrainSettings(sampling="sorted"))
     with pytest.raises(ValueError, match="no training examples"):
         train.train_sft("tiny:qwen3", [], None, "/tmp/unused")
+
+
+def _qlora_pair():
+    """A tiny Llama in NF4 with LoRA, and the same LoRA on a plain model holding the dequantized NF4 weights."""
+    from peft import LoraConfig, get_peft_model
+
+    from kgutils.generate import dequantized_copy
+
+    q = load_model("tiny:llama", quantization_config=train.nf4_config("fp32")).model
+    plain = dequantized_copy(q)
+    cfg = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(train.ALL_PROJECTIONS), task_type="CAUSAL_LM")
+    q, plain = get_peft_model(q, LoraConfig(**cfg)), get_peft_model(plain, LoraConfig(**cfg))
+    gen = torch.Generator().manual_seed(0)
+    lora_q = {n: p for n, p in q.named_parameters() if "lora_" in n}
+    lora_p = {n: p for n, p in plain.named_parameters() if "lora_" in n}
+    assert lora_q.keys() == lora_p.keys() and lora_q
+    with torch.no_grad():
+        for n, p in lora_q.items():  # B is zero at init, which would hide A's gradient: give both random values
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+            lora_p[n].copy_(p)
+    return q, plain, lora_q, lora_p
+
+
+def test_qlora_gradients_match_the_dequantized_model():
+    """QLoRA on CPU (bitsandbytes NF4 + double quantisation): the LoRA gradients through the 4-bit layers equal
+    those of the same LoRA on a model holding the dequantized weights."""
+    import bitsandbytes as bnb
+
+    q, plain, lora_q, lora_p = _qlora_pair()
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in q.modules())
+    assert q.get_base_model().config.quantization_config.bnb_4bit_use_double_quant
+    ids = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(1))
+    for model in (q, plain):
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+    for n, p in lora_q.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+        torch.testing.assert_close(p.grad, lora_p[n].grad, rtol=2e-2, atol=1e-4, msg=n)
+
+
+def test_dequantized_copy_computes_what_the_4bit_model_computes():
+    """for_inference on a QLoRA model: NF4 weights dequantized (CPU repacking undone) and LoRA merged."""
+    from kgutils.generate import for_inference
+    from kgutils.models import LoadedModel
+
+    q, _, _, _ = _qlora_pair()
+    q.eval()
+    ids = torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = q(input_ids=ids).logits  # on CPU this first inference call repacks the 4-bit weights
+        lm = LoadedModel(model=q, tokenizer=None, spec="tiny:llama", kind="tiny", stop_token_ids=[0])
+        fast = for_inference(lm, "fp32")
+        got = fast.model(input_ids=ids).logits
+    assert "NF4 weights dequantized, LoRA merged" in fast.note
+    assert not any("Linear4bit" in type(m).__name__ for m in fast.model.modules())
+    assert (got - want).abs().max() < 0.02 * want.abs().max()  # the 4-bit kernel computes in bf16 on CPU
+
+
+def test_nf4_training_runs_through_train_sft(tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": f"Sentence: s{i}"}],
+             "completion": [{"role": "assistant", "content": "work_for"}]} for i in range(4)]
+    fit = train.train_sft("tiny:llama", rows, None, tmp_path, train.LoraSettings(r=4, alpha=8),
+                          train.TrainSettings(max_steps=2, batch_size=2, grad_accum=1, save_steps=10,
+                                              quantization="nf4", warmup_steps=0.03, optim="paged_adamw_8bit"),
+                          for_family="llama")
+    assert fit["global_step"] == 2
+    assert json.loads((fit["adapter_dir"] / "kg_triplets_train.json").read_text())["quantization"] == "nf4"
+    with pytest.raises(ValueError, match="quantization"):
+        train.train_sft("tiny:llama", rows, None, tmp_path, settings=train.TrainSettings(quantization="int3"))
