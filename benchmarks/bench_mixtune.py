@@ -16,6 +16,10 @@ SemEval (train file only) and REBEL (a 1,000-document sample) are split 80/10/10
 The latency per example is the wall time of each decoding mode over the test examples divided by their number (2
 cores, batched as the notebook does).
 
+Test prompts share one demonstration set per data set by default (``--demos per_dataset``: the decoding loop then
+computes everything up to the query once per data set); ``--demos per_example`` draws them per query, as training
+does. ``--adapter DIR`` scores a trained adapter again (e.g. under the other ``--demos``) without training.
+
 Run: ``python -m benchmarks.bench_mixtune [--train-per-set 150] [--test-per-set 50] [--epochs 1]``; writes
 ``data/runs/bench_mixtune/<run>/`` (adapter, predictions, scores.csv, summary.json). Skips when the data is absent.
 """
@@ -65,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="generation batch")
     ap.add_argument("--max-length", type=int, default=640)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--demos", default="per_dataset", choices=mixtune.DEMO_POLICIES,
+                    help="test prompts' demonstrations (training always draws them per example)")
+    ap.add_argument("--adapter", default=None, help="score this trained adapter instead of training one")
     ap.add_argument("--run", default=time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args(argv)
     if not (repo_root().parent / "shared" / "data" / "conll04").is_dir():
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     va, _ = mixtune.build_prompts(val_rows, pool, tok, k=args.shots, labels=None, max_length=args.max_length,
                                   for_training=True)
     te, fit_stats = mixtune.build_prompts(test_rows, pool, tok, k=args.shots, labels=None,
-                                          max_length=args.max_length, for_training=False)
+                                          max_length=args.max_length, for_training=False, demos=args.demos)
     for r, row in zip(te, test_rows):
         r["choices"] = choices[row["dataset"]]
     assert mixtune.demonstration_leaks(te, test_rows, pool) == 0
@@ -100,10 +107,15 @@ def main(argv: list[str] | None = None) -> None:
                                    warmup_steps=0.03, weight_decay=0.01, optim="paged_adamw_8bit",
                                    max_length=args.max_length, seed=args.seed, sampling="random", save_steps=10_000,
                                    logging_steps=10, quantization=args.quantization)
-    fit = train.train_sft(args.model, tr, va, out, train.LoraSettings(r=16, alpha=32, dropout=0.05), settings,
-                          for_family="llama", resume=False)
-    print(f"training: {fit['global_step']} steps in {fit['seconds']} s, loss {fit['train_loss']:.3f}, "
-          f"eval loss {fit['eval_loss']:.3f}")
+    if args.adapter:
+        fit = {"loaded": train.load_adapter(args.model, args.adapter, for_family="llama"), "global_step": None,
+               "train_loss": None, "eval_loss": None, "seconds": None}
+        print(f"scoring the adapter in {args.adapter} (no training)")
+    else:
+        fit = train.train_sft(args.model, tr, va, out, train.LoraSettings(r=16, alpha=32, dropout=0.05), settings,
+                              for_family="llama", resume=False)
+        print(f"training: {fit['global_step']} steps in {fit['seconds']} s, loss {fit['train_loss']:.3f}, "
+              f"eval loss {fit['eval_loss']:.3f}")
     lm = for_inference(fit["loaded"], "auto")
     decoded = mixtune.classify(lm, te, batch_size=args.batch_size, progress=False)
     table, averages, per_class = mixtune.score_table(test_rows, decoded, [r["choices"] for r in te])

@@ -838,20 +838,32 @@ def score_choices(
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     encoded: dict[str, list[int]] = {}
     out: list[dict[str, Any]] = []
-    for prompt, opts in zip(progress_bar(prompts, desc=desc, unit="example", disable=not progress), choices):
+    ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
+    # The prompts' shared token prefix (system turn, shared demonstrations) is computed once; each prompt then
+    # runs its own suffix on a copy of that cache (not for sliding-window models, whose caches are managed apart).
+    n_prefix = _common_prefix(ids_all)
+    prefix_cache = None
+    if len(ids_all) > 1 and n_prefix >= 8 and not _has_sliding_layers(model):
+        prefix_cache = _new_cache(model)
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([ids_all[0][:n_prefix]], device=device), past_key_values=prefix_cache,
+                  use_cache=True, logits_to_keep=1)
+    else:
+        n_prefix = 0
+    for ids, opts in zip(progress_bar(ids_all, desc=desc, unit="example", disable=not progress), choices):
         opts = list(dict.fromkeys(opts))
         if not opts:
             raise ValueError("a prompt has no choices to score")
         t0 = time.perf_counter()
-        ids = tok(prompt, add_special_tokens=False)["input_ids"]
         conts = []
         for o in opts:
             if o not in encoded:
                 encoded[o] = tok(o, add_special_tokens=False)["input_ids"] + [end]
             conts.append(encoded[o])
         with torch.inference_mode():
-            cache = _new_cache(model)
-            first = model(input_ids=torch.tensor([ids], device=device), past_key_values=cache, use_cache=True,
+            cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else _new_cache(model)
+            first = model(input_ids=torch.tensor([ids[n_prefix:]], device=device), past_key_values=cache,
+                          use_cache=True, position_ids=torch.arange(n_prefix, len(ids), device=device)[None],
                           logits_to_keep=1).logits[0, -1].float().log_softmax(-1)
             scores = [float(first[c[0]]) for c in conts]
             width = max(len(c) for c in conts) - 1

@@ -59,7 +59,7 @@ __all__ = [
     "read_semeval", "read_unified", "read_nyt", "read_gids", "read_redocred", "read_rebel", "read_tacred",
     "read_biographical", "read_pairs", "read_rows", "load_source", "load_sources", "mixture", "MIXTURES",
     "label_set", "problems_frame", "split_rows", "load_splits", "DemoPool", "build_prompts", "labels_by_dataset",
-    "classify", "score_table", "RC_MODES", "cap_per_dataset", "sizes_frame", "demonstration_leaks", "read_sources",
+    "classify", "score_table", "RC_MODES", "DEMO_POLICIES", "cap_per_dataset", "sizes_frame", "demonstration_leaks", "read_sources",
 ]
 
 ROW_KEYS = ("id", "text", "e1", "e2", "e1_type", "e2_type", "relation", "dataset", "domain")
@@ -825,12 +825,15 @@ class DemoPool:
                 self.by_ds[r["dataset"]].append(r)
         self.banned = banned
 
-    def pick(self, row: dict, k: int) -> list[dict]:
+    def pick(self, row: dict, k: int, shared: bool = False) -> list[dict]:
+        """``k`` demonstrations for ``row``: drawn for this row (seeded by its id), or with ``shared`` the same
+        ones for every query of its data set (seeded by the data set; a query whose own sentence is among them
+        gets the next ones)."""
         if k <= 0:
             return []
         pool = self.by_ds.get(row["dataset"], [])
         own = _norm_text(row["text"])
-        rng = random.Random(f"{self.seed}:{row['dataset']}:{row['id']}")
+        rng = random.Random(f"{self.seed}:{row['dataset']}" + ("" if shared else f":{row['id']}"))
         picked: list[dict] = []
         for r in rng.sample(pool, min(len(pool), k + 8)):
             if _norm_text(r["text"]) != own and r not in picked:
@@ -923,10 +926,17 @@ def labels_by_dataset(train: list[dict]) -> dict[str, list[str]]:
     return {ds: label_set(train, ds) for ds in sorted({r["dataset"] for r in train})}
 
 
+DEMO_POLICIES = ("per_example", "per_dataset")
+
+
 def build_prompts(rows: list[dict], pool: DemoPool, tokenizer: Any, *, k: int, labels: dict[str, list[str]] | None,
-                  max_length: int, for_training: bool) -> tuple[list[dict], PromptStats]:
+                  max_length: int, for_training: bool, demos: str = "per_example") -> tuple[list[dict], PromptStats]:
     """Prompt–completion records (``for_training``) or rendered inference prompts for ``rows``, one prompt shape
     for both: the same system turn, demonstrations and query (:func:`kgutils.prompts.rc_messages`).
+
+    ``demos``: ``per_example`` draws each query's demonstrations for it; ``per_dataset`` gives every query of a data
+    set the same ones, so the prompts of a data set share everything up to the query and the decoding loop
+    computes that prefix once (:func:`classify` groups prompts by data set).
 
     Training records keep room for their own label (plus the end-of-turn token); inference prompts keep room for
     the longest label of the data set, so an answer is never cut, at training or at inference.
@@ -939,15 +949,18 @@ def build_prompts(rows: list[dict], pool: DemoPool, tokenizer: Any, *, k: int, l
     longest: dict[str, int] = {}
     for ds, labs in (labels or {}).items():
         longest[ds] = max(_n_tokens(tokenizer, lab) for lab in labs) if labs else 8
+    if demos not in DEMO_POLICIES:
+        raise ValueError(f"demos must be one of {DEMO_POLICIES}, got {demos!r}")
+    shared = demos == "per_dataset"
     for row in rows:
-        demos = pool.pick(row, k)
+        chosen = pool.pick(row, k, shared=shared)
         labs = (labels or {}).get(row["dataset"])
         if for_training:
             room = _n_tokens(tokenizer, row["relation"]) + 4
         else:
             room = longest.get(row["dataset"], 16) + 4
-        msgs = fit_prompt(tokenizer, row, demos, labs if labels else None, max_length, room, stats)
-        used = [d["id"] for d in demos][: (len(msgs) - 2) // 2]
+        msgs = fit_prompt(tokenizer, row, chosen, labs if labels else None, max_length, room, stats)
+        used = [d["id"] for d in chosen][: (len(msgs) - 2) // 2]
         if for_training:
             out.append({"prompt": msgs, "completion": [{"role": "assistant", "content": row["relation"]}],
                         "chat_template_kwargs": {"enable_thinking": False}})
@@ -988,18 +1001,22 @@ def classify(lm: Any, records: list[dict], modes: Iterable[str] = RC_MODES, *, b
         raise ValueError(f"example {missing!r} has no label list: constrained and likelihood decoding need the "
                          "train split's labels of its data set")
     prompts = [r["prompt"] for r in records]
+    # One group per label list (per data set): its prompts share the system turn, and with shared demonstrations
+    # everything up to the query, which the decoding loop and the scorer compute once per group.
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[tuple(r.get("choices") or ())].append(i)
     out: dict[str, dict[str, Any]] = {}
     for mode in modes:
         t0 = time.perf_counter()
         raw: list[str] = [""] * len(records)
         if mode == "free":
-            gen = generate_texts(lm, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, guard=False,
-                                 desc="free", progress=progress)
-            raw = [g["text"] for g in gen]
+            for idx in groups.values():
+                gen = generate_texts(lm, [prompts[i] for i in idx], batch_size=batch_size,
+                                     max_new_tokens=max_new_tokens, guard=False, desc="free", progress=progress)
+                for i, g in zip(idx, gen):
+                    raw[i] = g["text"]
         elif mode == "constrained":
-            groups: dict[tuple, list[int]] = defaultdict(list)
-            for i, r in enumerate(records):
-                groups[tuple(r["choices"])].append(i)
             for labs, idx in groups.items():
                 # The budget always fits the longest label, spelt in any tokenisation the grammar allows (at
                 # worst one character a token): a constrained answer is never cut inside a label.
@@ -1011,9 +1028,11 @@ def classify(lm: Any, records: list[dict], modes: Iterable[str] = RC_MODES, *, b
                 for i, g in zip(idx, gen):
                     raw[i] = g["text"]
         else:
-            scored = score_choices(lm, prompts, [r["choices"] for r in records], desc="likelihood",
-                                   progress=progress)
-            raw = [s["text"] for s in scored]
+            for labs, idx in groups.items():
+                scored = score_choices(lm, [prompts[i] for i in idx], [list(labs)] * len(idx), desc="likelihood",
+                                       progress=progress)
+                for i, sc in zip(idx, scored):
+                    raw[i] = sc["text"]
         sec = time.perf_counter() - t0
         out[mode] = {"raw": raw, "seconds": round(sec, 2),
                      "ms_per_example": round(1000 * sec / max(1, len(records)), 1)}

@@ -350,3 +350,14 @@ def test_relation_classification_report_hand_worked():
     assert rep["per_class"]["none"]["support"] == 3 and rep["per_class"]["none"]["recall"] == pytest.approx(2 / 3)
     assert rep["schema_valid_rate"] == pytest.approx(5 / 6)  # only the fabricated label is outside the list
     assert rep["malformed_rate"] == pytest.approx(2 / 6)  # the empty answer and the two-line one
+
+
+def test_shared_demonstrations_per_data_set(tok):
+    train, test = split_rows_fixture()
+    pool = mixtune.DemoPool(train, exclude=test, seed=0)
+    recs, _ = mixtune.build_prompts(test, pool, tok, k=2, labels=None, max_length=2048, for_training=False,
+                                    demos="per_dataset")
+    assert len({tuple(r["demo_ids"]) for r in recs}) == 1 and len(recs[0]["demo_ids"]) == 2
+    assert mixtune.demonstration_leaks(recs, test, pool) == 0
+    with pytest.raises(ValueError, match="demos must be one of"):
+        mixtune.build_prompts(test, pool, tok, k=2, labels=None, max_length=2048, for_training=False, demos="x")
