@@ -29,9 +29,15 @@ redocred       Re-DocRED JSON (``sents``, ``vertexSet``, ``labels``)            
 rebel          REBEL JSONL (``text``, ``entities``/``triples`` with character  generated
                ``boundaries``)
 tacred         TACRED JSON (``token``, ``subj_start``/``subj_end``…, inclusive) ``no_relation`` in the data
-biographical   Biographical CSV                                                ``other`` in the data
-pg_fiction     PG-Fiction JSONL                                                in the data
+biographical   Biographical TSV (``sentence`` with ``<e1>``/``<e2>``, ``P1``    ``Other`` in the data
+               names the person's tag, ``relation``)
+pairs          entity-pair records (``text``, ``entity1``, ``entity2``,         generated (unlinked pairs of
+(pg_fiction)   ``entity1Type``, ``entity2Type``, ``relation``): PG-Fiction      one text); null-pair chunks
+               and the MixTune paper's per-set Hub copies                       are counted
+rows           this row shape as JSONL (``data/sample/relcls``)                 in the data
 =============  ==============================================================  ==============================
+
+``format`` in a source spec is the first column's key (``unified`` for CoNLL04 and ADE).
 
 In the ``full`` profile the same converters read rows from ``datasets.load_dataset(hub_id, …)``
 (:func:`load_source` with ``hub=``); a local JSON(L) file can stand in through the ``json`` builder.
