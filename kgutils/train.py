@@ -346,10 +346,24 @@ def train_sft(
             trainer.remove_callback(NotebookProgressCallback)
             trainer.add_callback(ProgressCallback)
     last = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
-    if last:
-        print(f"Resuming from {last}")
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
+    if last and _finished(last, settings):
+        # Resuming from the final checkpoint would still run one more step (the trainer checks its step budget
+        # only after a step): a finished run is loaded as it is instead.
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        print(f"Training already finished at {last}: its adapter is loaded, nothing is trained")
+        set_peft_model_state_dict(model, load_file(str(Path(last) / "adapter_model.safetensors")))
+        state = json.loads((Path(last) / "trainer_state.json").read_text())
+        trainer.state.global_step = state["global_step"]
+        trainer.state.log_history = state.get("log_history", [])
+        losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
+        result = type("Result", (), {"training_loss": losses[-1] if losses else None})()
+    else:
+        if last:
+            print(f"Resuming from {last}")
+        result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - t0
     eval_loss = None
     if eval_ds is not None:
@@ -371,6 +385,21 @@ def train_sft(
             "eval_loss": eval_loss, "global_step": trainer.state.global_step, "seconds": round(seconds, 1),
             "resumed_from": last, "log_history": trainer.state.log_history, "trainer": trainer,
             "model": trained, "tokenizer": tokenizer, "loaded": loaded}
+
+
+def _finished(checkpoint: str, settings: TrainSettings) -> bool:
+    """Whether ``checkpoint`` is the last one of a run with these settings' step budget (its trainer stopped
+    there, and it planned the same ``max_steps`` or, for an epoch budget, the same number of epochs)."""
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        stopped = state["stateful_callbacks"]["TrainerControl"]["args"]["should_training_stop"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    if not stopped or state.get("global_step", 0) < state.get("max_steps", 0):
+        return False
+    if settings.max_steps > 0:
+        return settings.max_steps == state.get("max_steps")
+    return float(settings.epochs) == float(state.get("num_train_epochs", -1))
 
 
 def load_adapter(base_spec: str, adapter_dir: str | Path, for_family: str = "qwen3") -> LoadedModel:

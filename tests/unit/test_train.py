@@ -204,3 +204,28 @@ def test_nf4_training_runs_through_train_sft(tmp_path):
     assert json.loads((fit["adapter_dir"] / "kg_triplets_train.json").read_text())["quantization"] == "nf4"
     with pytest.raises(ValueError, match="quantization"):
         train.train_sft("tiny:llama", rows, None, tmp_path, settings=train.TrainSettings(quantization="int3"))
+
+
+def test_rerun_of_a_finished_run_trains_nothing_more(tmp_path):
+    """Resuming from the final checkpoint would run one step past the budget in the trainer; a finished run is
+    loaded instead, with the same weights. A larger budget still resumes."""
+    rows = [{"prompt": [{"role": "user", "content": f"Sentence: s{i}"}],
+             "completion": [{"role": "assistant", "content": "work_for"}]} for i in range(8)]
+    lora = train.LoraSettings(r=4, alpha=8)
+
+    def run(steps):
+        return train.train_sft("tiny:llama", rows, None, tmp_path, lora,
+                               train.TrainSettings(max_steps=steps, batch_size=2, grad_accum=1, save_steps=1,
+                                                   sampling="random"), for_family="llama")
+
+    def lora_b(fit):
+        return {n: p.detach().clone() for n, p in fit["model"].named_parameters() if "lora_B" in n}
+
+    first = run(2)
+    again = run(2)
+    assert again["global_step"] == 2 and again["resumed_from"].endswith("checkpoint-2")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    a, b = lora_b(first), lora_b(again)
+    assert a and all(torch.equal(a[n], b[n]) for n in a)
+    more = run(3)
+    assert more["global_step"] == 3 and more["resumed_from"].endswith("checkpoint-2")
