@@ -16,9 +16,9 @@ SemEval (train file only) and REBEL (a 1,000-document sample) are split 80/10/10
 The latency per example is the wall time of each decoding mode over the test examples divided by their number (2
 cores, batched as the notebook does).
 
-Test prompts share one demonstration set per data set by default (``--demos per_dataset``: the decoding loop then
-computes everything up to the query once per data set); ``--demos per_example`` draws them per query, as training
-does. ``--adapter DIR`` scores a trained adapter again (e.g. under the other ``--demos``) without training.
+Test prompts draw their demonstrations per query, as training does; ``--demos per_dataset`` gives every query of a
+data set the same ones (a prefix the decoding loop computes once). ``--adapter DIR`` scores a trained adapter again
+(e.g. under the other ``--demos``) without training.
 
 Run: ``python -m benchmarks.bench_mixtune [--train-per-set 150] [--test-per-set 50] [--epochs 1]``; writes
 ``data/runs/bench_mixtune/<run>/`` (adapter, predictions, scores.csv, summary.json). Skips when the data is absent.
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="generation batch")
     ap.add_argument("--max-length", type=int, default=640)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--demos", default="per_dataset", choices=mixtune.DEMO_POLICIES,
+    ap.add_argument("--demos", default="per_example", choices=mixtune.DEMO_POLICIES,
                     help="test prompts' demonstrations (training always draws them per example)")
     ap.add_argument("--adapter", default=None, help="score this trained adapter instead of training one")
     ap.add_argument("--run", default=time.strftime("%Y%m%d-%H%M%S"))
