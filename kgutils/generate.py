@@ -222,13 +222,18 @@ def for_inference(lm: LoadedModel | VllmModel, precision: str = "auto") -> Loade
     """
     import torch
 
-    from .train import resolve_precision
+    from .train import drop_forward_wrappers, resolve_precision
 
     if isinstance(lm, VllmModel):
         return lm
     chosen, why = resolve_precision(precision)
     model = lm.model
     notes = []
+    if any("forward" in m.__dict__ and getattr(m.__dict__["forward"], "__func__", None) is not type(m).forward
+           for m in model.modules()):
+        # A wrapper around the original forward would survive the copy and keep calling the original model.
+        model = copy.deepcopy(model)
+        drop_forward_wrappers(model)
     if is_4bit(model):  # QLoRA: the NF4 weights as the values the 4-bit kernels compute with, LoRA merged in
         model = dequantized_copy(model)
         notes.append("NF4 weights dequantized" + (", LoRA merged" if hasattr(lm.model, "merge_and_unload") else ""))

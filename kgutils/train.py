@@ -33,7 +33,7 @@ from .models import LoadedModel, choose_gpu_option, load_model, stop_ids
 from .prompts import extraction_messages
 
 __all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
-           "merge_and_save", "nf4_config"]
+           "merge_and_save", "nf4_config", "drop_forward_wrappers"]
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SAMPLINGS = ("sequential", "random", "group_by_length")
@@ -371,6 +371,7 @@ def train_sft(
     # Under mixed precision accelerate wrapped the model's forward in autocast; take the wrapper off so that the
     # returned model computes in its own dtype, exactly like the adapter reloaded from disk.
     trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    drop_forward_wrappers(trained)
     adapter_dir = out / "adapter"
     trained.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -385,6 +386,23 @@ def train_sft(
             "eval_loss": eval_loss, "global_step": trainer.state.global_step, "seconds": round(seconds, 1),
             "resumed_from": last, "log_history": trainer.state.log_history, "trainer": trainer,
             "model": trained, "tokenizer": tokenizer, "loaded": loaded}
+
+
+def drop_forward_wrappers(model: Any) -> int:
+    """Remove instance-level ``forward`` wrappers (accelerate's autocast wrapper of mixed-precision training, which
+    ``unwrap_model`` leaves on the inner model), so that every module runs its class's own ``forward``.
+
+    Such a wrapper holds the *original* bound forward in its closure: a deep copy of the model (``for_inference``
+    merges the LoRA weights into one) would keep calling the trained, unmerged fp32 model under autocast, and run
+    about 3× the matrix products. Returns how many wrappers were removed.
+    """
+    removed = 0
+    for mod in model.modules():
+        f = mod.__dict__.get("forward")
+        if f is not None and getattr(f, "__func__", None) is not type(mod).forward:
+            del mod.__dict__["forward"]
+            removed += 1
+    return removed
 
 
 def _finished(checkpoint: str, settings: TrainSettings) -> bool:

@@ -229,3 +229,33 @@ def test_rerun_of_a_finished_run_trains_nothing_more(tmp_path):
     assert a and all(torch.equal(a[n], b[n]) for n in a)
     more = run(3)
     assert more["global_step"] == 3 and more["resumed_from"].endswith("checkpoint-2")
+
+
+def test_trained_model_runs_its_own_forward_after_mixed_precision(trained):
+    """accelerate wraps the forward in autocast for bf16 training, and unwrap_model leaves that wrapper on the inner
+    model, holding the original bound forward: a merged copy (for_inference) then kept calling the unmerged trained
+    model (3× the matrix products). The returned model carries no such wrapper, and its merged copy computes what
+    the adapter reloaded from disk computes."""
+    from kgutils.generate import for_inference
+
+    out, _, second = trained
+    model = second["model"]
+    for mod in model.modules():
+        f = mod.__dict__.get("forward")
+        assert f is None or f.__func__ is type(mod).forward, type(mod).__name__
+    fast = for_inference(second["loaded"], "fp32")
+    again = for_inference(train.load_adapter("tiny:qwen3", second["adapter_dir"]), "fp32")
+    ids = torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(fast.model(input_ids=ids).logits, again.model(input_ids=ids).logits)
+    # The guard in for_inference: a model that still carries a wrapper is copied and cleaned, never merged as is.
+    import types
+
+    wrapped = for_inference(second["loaded"], "fp32").model
+    wrapped.forward = types.MethodType(lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError("wrapper")), wrapped)
+    from kgutils.models import LoadedModel
+
+    copy_with_wrapper = for_inference(LoadedModel(model=wrapped, tokenizer=None, spec="x", kind="tiny",
+                                                  stop_token_ids=[0]), "fp32")
+    with torch.no_grad():
+        torch.testing.assert_close(copy_with_wrapper.model(input_ids=ids).logits, again.model(input_ids=ids).logits)
