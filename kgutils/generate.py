@@ -420,6 +420,22 @@ class _Batch:
             self.mask = self.mask[:, first:]
 
 
+def _prefix_cache(model: Any, ids_all: Sequence[Sequence[int]], enabled: bool) -> tuple[int, Any]:
+    """(length, KV cache) of the token prefix all prompts share, computed once; (0, None) when disabled or when
+    the shared prefix is under 8 tokens (not worth a cache copy per row)."""
+    import torch
+
+    n_prefix = _common_prefix(ids_all) if enabled else 0
+    if n_prefix < 8:
+        return 0, None
+    cache = _new_cache(model)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([list(ids_all[0][:n_prefix])], device=device), past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
+    return n_prefix, cache
+
+
 def _new_cache(model: Any) -> Any:
     from transformers import DynamicCache
 
@@ -499,15 +515,7 @@ def _generate_hf(
     refill = refill and evict and full_attention
 
     # The shared prefix is computed once.
-    n_prefix = _common_prefix(ids_all) if share_prefix and full_attention else 0
-    prefix_cache = None
-    if n_prefix >= 8:
-        prefix_cache = _new_cache(model)
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([ids_all[0][:n_prefix]], device=device), past_key_values=prefix_cache,
-                  use_cache=True, logits_to_keep=1)
-    else:
-        n_prefix = 0
+    n_prefix, prefix_cache = _prefix_cache(model, ids_all, share_prefix and full_attention)
 
     def start(indices: list[int]) -> _Batch:
         """Process the prompts of new rows (after the shared prefix) in one forward pass."""
@@ -864,15 +872,7 @@ def score_choices(
     ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
     # The prompts' shared token prefix (system turn, shared demonstrations) is computed once; each prompt then
     # runs its own suffix on a copy of that cache (not for sliding-window models, whose caches are managed apart).
-    n_prefix = _common_prefix(ids_all)
-    prefix_cache = None
-    if len(ids_all) > 1 and n_prefix >= 8 and not _has_sliding_layers(model):
-        prefix_cache = _new_cache(model)
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([ids_all[0][:n_prefix]], device=device), past_key_values=prefix_cache,
-                  use_cache=True, logits_to_keep=1)
-    else:
-        n_prefix = 0
+    n_prefix, prefix_cache = _prefix_cache(model, ids_all, len(ids_all) > 1 and not _has_sliding_layers(model))
     for ids, opts in zip(progress_bar(ids_all, desc=desc, unit="example", disable=not progress), choices):
         opts = list(dict.fromkeys(opts))
         if not opts:

@@ -173,18 +173,15 @@ def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, 
     model = lm.model
     if settings.quantization == "nf4":
         # QLoRA: norms and head in fp32, inputs that require grad; gradient checkpointing as configured.
+        import torch
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing
-                                                and torch_cuda())
+                                                and torch.cuda.is_available())
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     return model, lm.tokenizer
 
-
-def torch_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, int, int]:
