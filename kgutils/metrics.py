@@ -106,6 +106,8 @@ __all__ = [
     "relation_similarity",
     "score_entry",
     "strict_spo_f1",
+    "spo_report",
+    "spo_f1_ci",
 ]
 
 METRICS: tuple[str, ...] = ("hgr", "corrected")
@@ -918,6 +920,94 @@ def strict_spo_f1(gold: Sequence[Sequence[Any]], pred: Sequence[Sequence[Any]]) 
     prec, rec, f1 = _prf(tp, n_pred, n_gold)
     return {"precision": prec, "recall": rec, "f1": f1, "tp": tp, "n_pred": n_pred, "n_gold": n_gold,
             "n_skipped": skipped}
+
+
+def _qual_value(v: Any) -> str:
+    return " ".join(str(v).lower().split()) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else ""
+
+
+def spo_report(gold: Sequence[Any], pred: Sequence[Any]) -> dict:
+    """The Gemma track's scores: :func:`strict_spo_f1` (unchanged) and its three known failure modes.
+
+    * ``duplicate_rate``: predicted triples that repeat, after normalisation, an earlier triple of the same
+      answer, over all readable predicted triples (the strict F1 counts a document's triples as a set, so
+      duplicates cost nothing there and are measured here).
+    * ``qualifier_coverage``: of the gold qualifiers on gold triples that were predicted (same normalised s, p,
+      o), the share that a matching predicted triple carries under the same key with the same value (lowercase,
+      white space collapsed); ``qualifier_recall`` divides the same count by every gold qualifier;
+      ``qualifier_precision``: of the qualifiers on matched predicted triples, the share that are gold.
+    * ``flattened_rate``: predicted triples that match no gold triple and whose object contains a gold
+      qualifier value of the same document (a date or quantity turned into the object), over distinct predicted
+      triples.
+
+    Rates whose denominator is 0 are ``None``.
+    """
+    base = strict_spo_f1(gold, pred)
+    n_read = dup = n_distinct = 0
+    q_gold_matched = q_gold_all = q_hit = q_pred = q_pred_hit = flat = 0
+    for g_doc, p_doc in zip(gold, pred):
+        g_items = [(k, it) for it in _doc_items(g_doc) if (k := _spo_key(it)) is not None]
+        p_items = [(k, it) for it in _doc_items(p_doc) if (k := _spo_key(it)) is not None]
+        seen: set = set()
+        for k, _ in p_items:
+            n_read += 1
+            dup += k in seen
+            seen.add(k)
+        p_quals: dict[tuple, dict[str, set]] = {}
+        for k, it in p_items:
+            quals = it.get("qualifiers") if isinstance(it, dict) else None
+            for qk, qv in (quals.items() if isinstance(quals, dict) else []):
+                p_quals.setdefault(k, {}).setdefault(str(qk).strip().lower(), set()).add(_qual_value(qv))
+        g_keys = {k for k, _ in g_items}
+        doc_values = set()
+        for k, it in g_items:
+            quals = it.get("qualifiers") if isinstance(it, dict) else None
+            quals = {str(qk).strip().lower(): _qual_value(qv) for qk, qv in quals.items()} if isinstance(
+                quals, dict) else {}
+            quals = {qk: qv for qk, qv in quals.items() if qv}
+            doc_values |= set(quals.values())
+            q_gold_all += len(quals)
+            if k in seen:
+                q_gold_matched += len(quals)
+                q_hit += sum(qv in p_quals.get(k, {}).get(qk, set()) for qk, qv in quals.items())
+        gold_q = {}
+        for k, it in g_items:
+            quals = it.get("qualifiers") if isinstance(it, dict) else None
+            for qk, qv in (quals.items() if isinstance(quals, dict) else []):
+                gold_q.setdefault(k, set()).add((str(qk).strip().lower(), _qual_value(qv)))
+        for k in seen & g_keys:
+            pairs = {(qk, qv) for qk, vals in p_quals.get(k, {}).items() for qv in vals if qv}
+            q_pred += len(pairs)
+            q_pred_hit += len(pairs & gold_q.get(k, set()))
+        n_distinct += len(seen)
+        for k in seen - g_keys:
+            flat += any(v in k[2] for v in doc_values)
+    rate = lambda a, b: a / b if b else None  # noqa: E731
+    return {**base, "n_pred_triples": n_read, "duplicate_rate": rate(dup, n_read),
+            "qualifier_coverage": rate(q_hit, q_gold_matched), "qualifier_recall": rate(q_hit, q_gold_all),
+            "qualifier_precision": rate(q_pred_hit, q_pred), "flattened_rate": rate(flat, n_distinct),
+            "n_gold_qualifiers": q_gold_all}
+
+
+def spo_f1_ci(gold: Sequence[Any], pred: Sequence[Any], n_resamples: int = 1000, seed: int = 0,
+              confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`strict_spo_f1`'s micro F1, resampling documents (the micro F1 is a
+    ratio of sums, so documents, not triples, are the resampled unit). ``(nan, nan)`` for no documents."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} documents, pred has {len(pred)}")
+    if not gold:
+        return (math.nan, math.nan)
+    counts = np.array([[s["tp"], s["n_pred"], s["n_gold"]] for s in (strict_spo_f1([g], [p]) for g, p in
+                                                                     zip(gold, pred))], dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(gold), size=(n_resamples, len(gold)))
+    tp, n_pred, n_gold = (counts[:, j][idx].sum(axis=1) for j in range(3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(n_pred > 0, tp / n_pred, 0.0)
+        r = np.where(n_gold > 0, tp / n_gold, 0.0)
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(f1, alpha)), float(np.quantile(f1, 1 - alpha))
 
 
 def _prf_dict(tp: int, n_pred: int, n_gold: int) -> dict:

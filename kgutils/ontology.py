@@ -177,6 +177,40 @@ def decoding_schema(max_items: int = 16, max_title_length: int = 80) -> dict[str
             "maxItems": max_items}
 
 
+# Qualifier keys of the Gemma recipe's SPO triples (the card names dates, locations, roles, scores and units;
+# ``quantity`` holds a number with its unit, as 05 derives it from the passage).
+SPO_QUALIFIERS: tuple[str, ...] = ("date", "location", "role", "score", "unit", "quantity")
+
+
+def spo_decoding_schema(max_items: int = 16, qualifier_keys: tuple[str, ...] | list[str] = SPO_QUALIFIERS,
+                        max_length: int = 80) -> dict[str, Any]:
+    """The Gemma recipe's output object as a JSON schema for constrained decoding (05).
+
+    ``{"triples": [{"subject", "predicate", "object", "qualifiers": {...}}]}`` with at most ``max_items`` triples.
+    The track is open-relation: the predicate is free text (a non-empty string), not an enum. Qualifiers are
+    optional string values under the listed keys only, so a model cannot invent a qualifier key; keys come in the
+    order the training answers use (:func:`kgutils.formats.spo_document`), with no white space.
+    """
+    if max_items < 1 or max_length < 1:
+        raise ValueError(f"max_items and max_length must be >= 1, got {max_items}, {max_length}")
+    keys = list(qualifier_keys)
+    if len(set(keys)) != len(keys) or not all(isinstance(k, str) and k for k in keys):
+        raise ValueError(f"qualifier_keys must be distinct non-empty strings, got {qualifier_keys!r}")
+    text = {"type": "string", "minLength": 1, "maxLength": max_length}
+    triple = {
+        "type": "object",
+        "properties": {"subject": text, "predicate": {**text, "maxLength": min(max_length, 40)}, "object": text,
+                       "qualifiers": {"type": "object",
+                                      "properties": {k: {**text, "maxLength": min(max_length, 40)} for k in keys},
+                                      "additionalProperties": False}},
+        "required": ["subject", "predicate", "object", "qualifiers"],
+        "additionalProperties": False,
+    }
+    return {"title": "SPO triples (decoding)", "type": "object",
+            "properties": {"triples": {"type": "array", "items": triple, "maxItems": max_items}},
+            "required": ["triples"], "additionalProperties": False}
+
+
 def validate_triplet(obj: Any) -> tuple[Triplet | None, str | None]:
     """Validate one item against the ontology.
 

@@ -309,3 +309,54 @@ def rc_per_class(per_class: Any, mode: str | None = None, title: str = "Per-clas
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def stage_losses(stages: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: str = "Training loss by stage"):
+    """Loss curves of successive training stages on one step axis (each stage continues where the last ended).
+
+    Args:
+        stages: ``(label, log_history)`` pairs in training order.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    offset = 0
+    colors = sns.color_palette("deep")
+    for n, (label, hist) in enumerate(stages):
+        train = [(offset + h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
+        evals = [(offset + h["step"], h["eval_loss"]) for h in hist if "eval_loss" in h and "step" in h]
+        if train:
+            ax.plot(*zip(*train), label=f"{label}: train", color=colors[2 * n % len(colors)])
+        if evals:
+            ax.plot(*zip(*evals), "o--", label=f"{label}: eval", color=colors[(2 * n + 1) % len(colors)])
+        steps = [h["step"] for h in hist if "step" in h]
+        if steps:
+            offset += max(steps)
+            ax.axvline(offset, color="0.7", lw=0.8)
+    return _finish(fig, ax, title, "optimizer step (stages in sequence)", "loss (answer tokens)")
+
+
+def spo_models(frame: Any, title: str = "Exact (s, p, o) F1 and failure modes by model"):
+    """Two panels: strict micro exact (s, p, o) F1 with its bootstrap interval per model, and the failure modes
+    (duplicate-fact rate, qualifier coverage, flattened-fact rate).
+
+    Args:
+        frame: one row per model with ``model``, ``f1``, ``f1_lo``, ``f1_hi``, ``duplicate_rate``,
+            ``qualifier_coverage`` and ``flattened_rate`` (missing rates are left out).
+    """
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    names = list(frame["model"])
+    colors = sns.color_palette("deep", len(names))
+    f1 = frame["f1"].to_numpy(dtype=float)
+    err = [f1 - frame["f1_lo"].to_numpy(dtype=float), frame["f1_hi"].to_numpy(dtype=float) - f1]
+    ax1.bar(range(len(names)), f1, yerr=err, color=colors, capsize=3)
+    ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax1.set_ylabel("strict micro F1 (95% CI)")
+    ax1.set_ylim(0, max(0.05, float(frame["f1_hi"].max()) * 1.15))
+    long = frame.melt(id_vars="model", value_vars=["duplicate_rate", "qualifier_coverage", "flattened_rate"],
+                      var_name="measure", value_name="rate").dropna()
+    sns.barplot(data=long, x="measure", y="rate", hue="model", hue_order=names, palette=colors, ax=ax2)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_xlabel("")
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

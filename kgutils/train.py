@@ -33,7 +33,8 @@ from .models import LoadedModel, choose_gpu_option, load_model, stop_ids
 from .prompts import extraction_messages
 
 __all__ = ["LoraSettings", "TrainSettings", "sft_records", "choose_backend", "train_sft", "load_adapter",
-           "merge_and_save", "nf4_config", "drop_forward_wrappers"]
+           "merge_and_save", "nf4_config", "drop_forward_wrappers", "stage_split",
+           "adapter_drift"]
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SAMPLINGS = ("sequential", "random", "group_by_length")
@@ -151,7 +152,26 @@ def _optim(name: str, on_cuda: bool) -> str:
     return name
 
 
-def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, for_family: str) -> tuple[Any, Any]:
+def _continue_adapter(model: Any, init_adapter: str | Path) -> Any:
+    """The saved adapter on ``model``, trainable: a later stage continues its weights instead of a fresh LoRA."""
+    from peft import PeftModel
+
+    path = resolve(init_adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"init_adapter {path} holds no adapter (adapter_config.json missing)")
+    model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    print(f"Continuing the adapter {path} (trainable; its LoRA settings apply)")
+    return model
+
+
+def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, for_family: str,
+          init_adapter: str | Path | None = None) -> tuple[Any, Any]:
+    if backend == "unsloth" and init_adapter is not None:
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(model_name=spec, max_seq_length=settings.max_length,
+                                                             load_in_4bit=settings.quantization == "nf4")
+        return _continue_adapter(model, init_adapter), tokenizer
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
@@ -177,6 +197,8 @@ def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, 
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing
                                                 and torch.cuda.is_available())
+    if init_adapter is not None:
+        return _continue_adapter(model, init_adapter), lm.tokenizer
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                         target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
@@ -258,6 +280,7 @@ def train_sft(
     report_to: str = "none",
     system: str | None = None,
     callbacks: list | None = None,
+    init_adapter: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on ``train`` (dicts with ``text`` and ``triplets``), with eval loss on ``val``.
 
@@ -273,6 +296,8 @@ def train_sft(
         report_to: ``"wandb"`` to log loss and eval loss to the active W&B run, ``"none"`` otherwise.
         system: Optional system prompt.
         callbacks: Extra ``transformers.TrainerCallback`` objects (e.g. timers).
+        init_adapter: A saved adapter folder to continue (continued training, 05's stage 2): it is loaded as
+            trainable and trained further, so ``lora`` is ignored (the adapter's own rank and targets apply).
 
     Returns:
         ``{"backend", "adapter_dir", "train_loss", "eval_loss", "global_step", "seconds", "resumed_from",
@@ -296,7 +321,7 @@ def train_sft(
     print(f"Training backend: {backend} — {why}; precision {precision} ({why_precision})")
     out = resolve(out_dir)
     ckpt_dir = out / "checkpoints"
-    model, tokenizer = _load(model_spec, lora, settings, backend, for_family)
+    model, tokenizer = _load(model_spec, lora, settings, backend, for_family, init_adapter)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     on_cuda = torch.cuda.is_available()
@@ -376,6 +401,7 @@ def train_sft(
         "base_model": model_spec, "backend": backend, "lora": asdict(lora), "settings": asdict(settings),
         "precision": precision, "quantization": settings.quantization, "n_train": len(train), "n_val": len(val or []),
         "global_step": trainer.state.global_step,
+        "init_adapter": str(resolve(init_adapter)) if init_adapter is not None else None,
     })
     loaded = LoadedModel(model=trained.eval(), tokenizer=tokenizer, spec=f"{model_spec} + LoRA",
                          kind="adapter", stop_token_ids=stop_ids(tokenizer, trained))
@@ -383,6 +409,47 @@ def train_sft(
             "eval_loss": eval_loss, "global_step": trainer.state.global_step, "seconds": round(seconds, 1),
             "resumed_from": last, "log_history": trainer.state.log_history, "trainer": trainer,
             "model": trained, "tokenizer": tokenizer, "loaded": loaded}
+
+
+def stage_split(rows: list[dict], first_share: float, seed: int = 42) -> tuple[list[dict], list[dict]]:
+    """Two disjoint training sets for continued training: a seeded random ``first_share`` of ``rows`` (stage 1,
+    the smaller set) and the rest (stage 2); each keeps the rows' own order (e.g. 02's curriculum).
+
+    Raises:
+        ValueError: unless 0 < ``first_share`` < 1 and both sets are non-empty.
+    """
+    import random
+
+    if not 0 < first_share < 1:
+        raise ValueError(f"first_share must be in (0, 1), got {first_share}")
+    k = round(len(rows) * first_share)
+    if not 0 < k < len(rows):
+        raise ValueError(f"a share of {first_share} of {len(rows)} rows leaves one stage empty")
+    first = set(random.Random(seed).sample(range(len(rows)), k))
+    return [r for i, r in enumerate(rows) if i in first], [r for i, r in enumerate(rows) if i not in first]
+
+
+def adapter_drift(before: str | Path, after: str | Path) -> dict[str, Any]:
+    """How far a continued adapter moved from the one it started from (two saved adapter folders).
+
+    ``cosine`` is the cosine similarity of all LoRA weights flattened into one vector each, ``relative_change``
+    ``||after - before|| / ||before||``: how much the later stage changed the adapter it continued (a summary for
+    the notebook; the proof that stage 2 starts from stage 1's weights is the unit test, which compares them at
+    its first step). ``same_tensors`` says whether both hold the same tensor names and shapes.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(str(resolve(before) / "adapter_model.safetensors"))
+    b = load_file(str(resolve(after) / "adapter_model.safetensors"))
+    same = a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    if not same:
+        return {"same_tensors": False, "tensors": len(b), "cosine": None, "relative_change": None}
+    va = torch.cat([a[k].float().flatten() for k in sorted(a)])
+    vb = torch.cat([b[k].float().flatten() for k in sorted(a)])
+    return {"same_tensors": True, "tensors": len(a),
+            "cosine": round(float(torch.nn.functional.cosine_similarity(va, vb, dim=0)), 6),
+            "relative_change": round(float((vb - va).norm() / va.norm().clamp(min=1e-12)), 6)}
 
 
 def drop_forward_wrappers(model: Any) -> int:

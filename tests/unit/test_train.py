@@ -259,3 +259,58 @@ def test_trained_model_runs_its_own_forward_after_mixed_precision(trained):
                                                   stop_token_ids=[0]), "fp32")
     with torch.no_grad():
         torch.testing.assert_close(copy_with_wrapper.model(input_ids=ids).logits, again.model(input_ids=ids).logits)
+
+
+def test_stage_two_starts_from_the_stage_one_adapter(tmp_path):
+    """Continued training (05): stage 2 loads the stage-1 adapter as trainable; at its first step its LoRA weights
+    are exactly stage 1's saved ones (a fresh adapter would have lora_B = 0 and a new random lora_A), and training
+    then changes them. adapter_drift sees the continuation; a fresh adapter on the same data is far away."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    rows = [{"prompt": [{"role": "user", "content": f"Passage {i}: Ada wrote notes."}],
+             "completion": [{"role": "assistant", "content": '{"triples":[]}'}]} for i in range(8)]
+    settings = train.TrainSettings(max_steps=3, batch_size=2, grad_accum=1, learning_rate=1e-2, warmup_steps=0,
+                                   save_steps=10)
+    lora = train.LoraSettings(r=4, alpha=8)
+    first = train.train_sft("tiny:gemma3", rows[:4], None, tmp_path / "s1", lora, settings, for_family="gemma3")
+
+    class Snapshot(TrainerCallback):
+        start: dict = {}
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            Snapshot.start = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+    second = train.train_sft("tiny:gemma3", rows[4:], None, tmp_path / "s2", train.LoraSettings(r=16, alpha=4),
+                             settings, for_family="gemma3", init_adapter=first["adapter_dir"], callbacks=[Snapshot()])
+    saved = load_file(str(first["adapter_dir"] / "adapter_model.safetensors"))
+    assert len(Snapshot.start) == len(saved) > 0
+    for name, value in Snapshot.start.items():
+        key = name.replace(".default", "")
+        assert torch.equal(value, saved[key]), name  # stage 2 began at stage 1's weights
+    assert any(not torch.equal(p, Snapshot.start[n]) for n, p in second["model"].named_parameters() if n in
+               Snapshot.start)  # and trained them
+    assert all(p.requires_grad for n, p in second["model"].named_parameters() if "lora_" in n)
+    assert json.loads((second["adapter_dir"] / "adapter_config.json").read_text())["r"] == 4  # stage 1's rank kept
+    meta = json.loads((second["adapter_dir"] / "kg_triplets_train.json").read_text())
+    assert meta["init_adapter"] == str(first["adapter_dir"])
+    drift = train.adapter_drift(first["adapter_dir"], second["adapter_dir"])
+    fresh = train.train_sft("tiny:gemma3", rows[4:], None, tmp_path / "fresh", lora,
+                            train.TrainSettings(**{**settings.__dict__, "seed": 7}), for_family="gemma3")
+    apart = train.adapter_drift(first["adapter_dir"], fresh["adapter_dir"])
+    assert drift["same_tensors"] and drift["cosine"] > apart["cosine"] + 0.3
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        train.train_sft("tiny:gemma3", rows, None, tmp_path / "bad", lora, settings, for_family="gemma3",
+                        init_adapter=tmp_path)
+
+
+def test_stage_split_is_disjoint_seeded_and_keeps_order():
+    rows = [{"id": i} for i in range(20)]
+    a, b = train.stage_split(rows, 0.3, seed=1)
+    assert len(a) == 6 and len(b) == 14
+    assert sorted(r["id"] for r in a + b) == list(range(20))
+    assert [r["id"] for r in a] == sorted(r["id"] for r in a)  # file (curriculum) order kept
+    assert train.stage_split(rows, 0.3, seed=1) == (a, b) and train.stage_split(rows, 0.3, seed=2) != (a, b)
+    for bad in (0, 1.0, 0.01):
+        with pytest.raises(ValueError):
+            train.stage_split(rows, bad)
