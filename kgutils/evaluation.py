@@ -246,7 +246,10 @@ def score_spo_file(path: str | Path, *, ids: list[str] | None = None, n_resample
 
     Returns:
         :func:`kgutils.metrics.spo_report` plus ``f1_lo``/``f1_hi``, ``n`` passages, ``parse_failure_rate``
-        (answers whose parse status is not ``ok``), ``invalid_items`` and ``new_tokens_per_second``.
+        (answers whose parse status is not ``ok``), ``invalid_items``, ``new_tokens_per_second``, and the
+        duplicates the loop guard cut: ``repeat_stop_rate`` (answers it ended at a repeated triple) and
+        ``duplicate_rate_with_guard`` (duplicates in the answers plus the one repeated triple of each such stop, over
+        predicted triples plus those), so that the guard does not hide the duplicated-fact failure mode.
     """
     from .metrics import spo_f1_ci, spo_report
 
@@ -263,7 +266,12 @@ def score_spo_file(path: str | Path, *, ids: list[str] | None = None, n_resample
     lo, hi = spo_f1_ci(gold, pred, n_resamples=n_resamples, seed=seed)
     statuses = Counter(r.get("parse_status", "unknown") for r in rows)
     speed = generation.get("new_tokens_per_second") if generation else None
+    repeats = sum(r.get("stop_reason") == "repeat" for r in rows)
+    dups = round((report["duplicate_rate"] or 0) * report["n_pred_triples"])
+    total = report["n_pred_triples"] + repeats
     return {**report, "f1_lo": lo, "f1_hi": hi, "n": len(rows),
+            "repeat_stop_rate": repeats / len(rows) if rows else None,
+            "duplicate_rate_with_guard": (dups + repeats) / total if total else None,
             "parse_failure_rate": 1 - statuses.get("ok", 0) / len(rows) if rows else 0.0,
             "parse_status": dict(statuses), "invalid_items": sum(r.get("n_invalid_items", 0) for r in rows),
             "new_tokens_per_second": speed}

@@ -46,7 +46,7 @@ def folder_size_mb(path: str | Path) -> float:
 
 def gptq_available(python: str | None = None) -> tuple[bool, str]:
     """(available, version or why not): whether ``python`` (default: this interpreter) can import gptqmodel."""
-    code = "import gptqmodel, sys; sys.stdout.write(gptqmodel.__version__)"
+    code = "import gptqmodel, sys; sys.stdout.write('\\ngptqmodel==' + gptqmodel.__version__)"
     try:
         out = subprocess.run([python or sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -54,7 +54,8 @@ def gptq_available(python: str | None = None) -> tuple[bool, str]:
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["import failed"])[-1]
         return False, f"gptqmodel cannot be imported ({last}); install it with `pip install gptqmodel==7.6.0`"
-    return True, out.stdout.strip()
+    # gptqmodel logs to stdout on import: the version is the marked last line.
+    return True, out.stdout.strip().splitlines()[-1].removeprefix("gptqmodel==")
 
 
 def gptq_export(
@@ -106,12 +107,16 @@ def gptq_export(
     calib_file = out.parent / f".{out.name}.calibration.json"
     calib_file.write_text(json.dumps(texts, ensure_ascii=False))
     log = out.parent / f"{out.name}.log"
-    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(cpu_workers), "PYTHONUNBUFFERED": "1"}
+    # The subprocess runs in the export's parent folder (gptqmodel writes a logs/ folder into its working
+    # directory), with this checkout importable whatever interpreter runs it.
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": str(cpu_workers), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [python or sys.executable, "-m", "kgutils.export", "gptq", str(src), str(out), "--bits", str(bits),
            "--group-size", str(group_size), "--batch-size", str(batch_size), "--calibration", str(calib_file)]
     t0 = time.perf_counter()
     with log.open("w", encoding="utf-8") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(Path(__file__).parent.parent))
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(out.parent))
     seconds = round(time.perf_counter() - t0, 1)
     calib_file.unlink(missing_ok=True)
     if proc.returncode != 0 or not (out / "quantize_config.json").is_file():

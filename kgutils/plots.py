@@ -339,8 +339,9 @@ def spo_models(frame: Any, title: str = "Exact (s, p, o) F1 and failure modes by
     (duplicate-fact rate, qualifier coverage, flattened-fact rate).
 
     Args:
-        frame: one row per model with ``model``, ``f1``, ``f1_lo``, ``f1_hi``, ``duplicate_rate``,
-            ``qualifier_coverage`` and ``flattened_rate`` (missing rates are left out).
+        frame: one row per model with ``model``, ``f1``, ``f1_lo``, ``f1_hi`` and the rates of
+            :func:`kgutils.evaluation.score_spo_file` (``duplicate_rate_with_guard``, ``qualifier_coverage``,
+            ``qualifier_recall``, ``flattened_rate``; undefined rates are left out).
     """
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
     names = list(frame["model"])
@@ -351,12 +352,18 @@ def spo_models(frame: Any, title: str = "Exact (s, p, o) F1 and failure modes by
     ax1.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax1.set_ylabel("strict micro F1 (95% CI)")
     ax1.set_ylim(0, max(0.05, float(frame["f1_hi"].max()) * 1.15))
-    long = frame.melt(id_vars="model", value_vars=["duplicate_rate", "qualifier_coverage", "flattened_rate"],
-                      var_name="measure", value_name="rate").dropna()
+    measures = [c for c in ("duplicate_rate_with_guard", "qualifier_coverage", "qualifier_recall", "flattened_rate")
+                if c in frame]
+    long = frame.melt(id_vars="model", value_vars=measures, var_name="measure", value_name="rate").dropna()
+    long["measure"] = long["measure"].str.replace("_with_guard", " (guard incl.)").str.replace("_", " ")
     sns.barplot(data=long, x="measure", y="rate", hue="model", hue_order=names, palette=colors, ax=ax2)
     ax2.set_ylim(0, 1.05)
     ax2.set_xlabel("")
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if long.empty:
+        ax2.text(0.5, 0.5, "no rate defined (no predicted or gold triples)", ha="center", va="center",
+                 transform=ax2.transAxes, fontsize=8)
+    else:
+        ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     return fig

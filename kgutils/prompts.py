@@ -134,3 +134,158 @@ def spo_records(rows: list[dict[str, Any]], n: int, *, vary: bool = True, seed: 
         out.append({"prompt": spo_messages(r["text"], r.get("title", ""), n, variant, system),
                     "completion": [{"role": "assistant", "content": answer}]})
     return out
+
+
+# ------------------------------------------------------------------------------- prompt ablations (07)
+
+PROMPT_STYLES: tuple[str, ...] = ("nl", "code")
+NO_EVIDENCE = "(no single sentence names both)"
+
+CODE_PREAMBLE = '''from dataclasses import dataclass
+from typing import Literal
+
+Relation = Literal[{relations}]
+EntityType = Literal[{entity_types}]  # entity: named things; concept: abstract ideas, methods, fields
+
+
+@dataclass
+class Entity:
+    title: str  # canonical form, without company suffixes
+    type: EntityType
+
+
+@dataclass
+class Triplet:
+    source: Entity
+    relation: Relation
+    target: Entity
+    weight: float  # 0.8-1.0 stated in the text, 0.5-0.8 implied, 0.1-0.4 inferred
+'''
+CODE_INSTRUCTION = "# The triplets that `text` states, as a list of Triplet instances ([] if none)."
+CODE_RATIONALE = "# Before each Triplet, a comment quotes the sentence of `text` that supports it."
+NL_RATIONALE = ("First list the evidence: one line per triplet, '- source | relation | target: ' followed by the "
+                "sentence of the passage that supports it. Then write 'Answer:' and the JSON array.")
+
+
+def evidence_sentence(text: str, item: dict[str, Any]) -> str | None:
+    """The first sentence of ``text`` that names both endpoints of a graph item (case-insensitive): the rationale
+    the data itself gives for the triplet (the same rule as :func:`kgutils.formats.spo_qualifiers`)."""
+    from .formats import passage_sentences
+
+    try:
+        s, t = item["source"]["title"].strip().lower(), item["target"]["title"].strip().lower()
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if not s or not t:
+        return None
+    return next((x for x in passage_sentences(text) if s in x.lower() and t in x.lower()), None)
+
+
+def _code_call(item: dict[str, Any]) -> str:
+    import json
+
+    src, rel, tgt = item["source"], item["relation"], item["target"]
+    return (f"Triplet(Entity({json.dumps(src['title'], ensure_ascii=False)}, {json.dumps(src['type'])}), "
+            f"{json.dumps(rel['type'])}, Entity({json.dumps(tgt['title'], ensure_ascii=False)}, "
+            f"{json.dumps(tgt['type'])}), {rel['weight']})")
+
+
+def ablation_answer(items: list[dict[str, Any]], text: str, style: str, rationale: bool) -> str:
+    """The gold answer of one passage in a prompt style: the JSON array (``nl``) or a ``triplets = [...]`` list of
+    ``Triplet`` instances (``code``); with ``rationale``, each triplet's evidence sentence comes first (an evidence
+    list before ``Answer:``, or a comment above each instance)."""
+    from .formats import to_json
+
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+    if style == "nl":
+        if not rationale:
+            return to_json(items)
+        lines = [f"- {it['source']['title']} | {it['relation']['type']} | {it['target']['title']}: "
+                 f"{evidence_sentence(text, it) or NO_EVIDENCE}" for it in items]
+        return "Evidence:\n" + ("\n".join(lines) if lines else "- none") + "\nAnswer:\n" + to_json(items)
+    body = []
+    for it in items:
+        if rationale:
+            body.append(f"    # evidence: {evidence_sentence(text, it) or NO_EVIDENCE}")
+        body.append(f"    {_code_call(it)},")
+    return "triplets = [\n" + "\n".join(body) + ("\n" if body else "") + "]"
+
+
+def ablation_user(text: str, style: str, rationale: bool) -> str:
+    """The user turn for one passage in a prompt style (see :func:`ablation_messages`)."""
+    import json
+
+    if style == "nl":
+        return extraction_prompt(text) + (f"\n\n{NL_RATIONALE}" if rationale else "")
+    if style == "code":
+        preamble = CODE_PREAMBLE.format(relations=", ".join(json.dumps(r) for r in RELATIONS),
+                                        entity_types=", ".join(json.dumps(t) for t in ENTITY_TYPES))
+        notes = CODE_INSTRUCTION + (f"\n{CODE_RATIONALE}" if rationale else "")
+        return f"{preamble}\ntext = {json.dumps(text.strip(), ensure_ascii=False)}\n{notes}"
+    raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+
+
+def ablation_messages(row: dict[str, Any], style: str, rationale: bool,
+                      demos: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Chat messages for one cell of the prompt ablation (07): ``style`` (``nl``: the study's instruction;
+    ``code``: CodeKGC-style dataclass definitions of the ontology, completed with a list of instances), with or
+    without a ``rationale`` before the answer, after ``demos`` (train rows with ``text`` and ``triplets``) as
+    user/assistant turns whose answers are written the same way."""
+    msgs: list[dict[str, Any]] = []
+    for d in demos:
+        msgs.append({"role": "user", "content": ablation_user(d["text"], style, rationale)})
+        msgs.append({"role": "assistant", "content": ablation_answer(d["triplets"], d["text"], style, rationale)})
+    msgs.append({"role": "user", "content": ablation_user(row["text"], style, rationale)})
+    return msgs
+
+
+def parse_ablation_answer(raw: str, style: str) -> tuple[list, str]:
+    """An ablation answer back in the graph format, for the one scorer of every cell.
+
+    ``nl``: the text after the last ``Answer:`` (all of it without a rationale) goes through the card's parse
+    (:func:`kgutils.metrics.parse_card_output`). ``code``: every ``Triplet(Entity(..), "rel", Entity(..), w)`` call
+    is read with :mod:`ast` (literals only, nothing is executed); a call that is not of that shape is skipped and
+    makes the status ``bad_items``; no call and no ``[]`` is ``no_code``.
+
+    Returns:
+        ``(items, status)``.
+    """
+    import ast
+    import re
+
+    from .metrics import parse_card_output
+
+    if style == "nl":
+        text = raw or ""
+        if "Answer:" in text:
+            text = text.rsplit("Answer:", 1)[1]
+        return parse_card_output(text)
+    if style != "code":
+        raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+    items, bad = [], 0
+    for m in re.finditer(r"Triplet\(", raw or ""):
+        depth, end, quote, escape = 0, None, None, False
+        for j in range(m.end() - 1, len(raw)):  # the call's closing bracket; brackets inside strings do not count
+            c = raw[j]
+            if quote:
+                escape, quote = (False, quote) if escape else (c == "\\", None if c == quote else quote)
+                continue
+            if c in "\"'":
+                quote = c
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            if depth == 0:
+                end = j + 1
+                break
+        try:
+            call = ast.parse(raw[m.start():end], mode="eval").body if end else None
+            args = [ast.literal_eval(a) if not isinstance(a, ast.Call) else
+                    [ast.literal_eval(x) for x in a.args] for a in call.args]
+            (s_title, s_type), rel, (t_title, t_type), weight = args
+            items.append({"source": {"title": s_title, "type": s_type}, "relation": {"type": rel, "weight": weight},
+                          "target": {"title": t_title, "type": t_type}})
+        except (SyntaxError, ValueError, TypeError, AttributeError):
+            bad += 1
+    if not items and not bad:
+        return [], "ok" if re.search(r"triplets\s*=\s*\[\s*\]", raw or "") or (raw or "").strip() == "]" else "no_code"
+    return items, "bad_items" if bad else "ok"

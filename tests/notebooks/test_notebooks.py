@@ -128,3 +128,30 @@ def test_mixtune_notebook_smoke_outputs():
     assert adapter["quantization"] == "nf4"
     for fig in ("04_f1_by_dataset", "04_per_class_f1", "04_loss"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_gemma_notebook_smoke_outputs():
+    """05 on smoke: base, stage 1 and stage 2 (continuing stage 1's adapter) scored side by side; merged and GPTQ
+    4-/8-bit exports produced for real and scored on the same passages by the same scorer."""
+    run_dir = runner.repo_root() / "data" / "runs" / "05_gemma_continue" / "pytest-smoke"
+    if not (run_dir / "metrics.json").is_file():
+        pytest.skip("05 smoke run not present (run with the notebooks tests)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    labels = [f"{m} {d}" for m in ("base", "stage1", "stage2") for d in ("unconstrained", "constrained")]
+    assert list(metrics["generation"]) == labels
+    for label in labels:
+        assert metrics["scores"][label]["f1"] is not None
+        if label.endswith(" constrained"):  # valid SPO JSON by construction, even from a random model
+            assert metrics["scores"][label]["parse_failure_rate"] == 0, label
+    assert metrics["training"]["stage1"]["global_step"] == metrics["training"]["stage2"]["global_step"] == 2
+    stage2 = json.loads((run_dir / "stage2" / "adapter" / "kg_triplets_train.json").read_text())
+    assert stage2["init_adapter"] == str(run_dir / "stage1" / "adapter")
+    assert metrics["continuation"]["same_tensors"] is True
+    for label, bits in (("gptq4", 4), ("gptq8", 8)):
+        e = metrics["exports"][label]
+        assert e["bits"] == bits and e["size_mb"] > 0 and "kernel" in e
+        assert json.loads((run_dir / f"gptq-{bits}bit" / "quantize_config.json").read_text())["bits"] == bits
+        assert metrics["scores"][f"{label} constrained (export subset)"]["f1"] is not None
+    assert (run_dir / "merged" / "config.json").is_file()
+    for fig in ("05_loss", "05_models", "05_exports"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
