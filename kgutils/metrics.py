@@ -108,6 +108,7 @@ __all__ = [
     "strict_spo_f1",
     "spo_report",
     "spo_f1_ci",
+    "paired_difference",
 ]
 
 METRICS: tuple[str, ...] = ("hgr", "corrected")
@@ -1008,6 +1009,46 @@ def spo_f1_ci(gold: Sequence[Any], pred: Sequence[Any], n_resamples: int = 1000,
         f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
     alpha = (1 - confidence) / 2
     return float(np.quantile(f1, alpha)), float(np.quantile(f1, 1 - alpha))
+
+
+def paired_difference(a: Sequence[float | None], b: Sequence[float | None], n_resamples: int = 2000, seed: int = 0,
+                      confidence: float = 0.95) -> dict:
+    """Paired comparison of two runs scored on the same items (07's findings): the effect is mean(b - a).
+
+    * ``ci``: percentile bootstrap of the mean difference, resampling items (pairs stay together);
+    * ``p_wilcoxon``: :func:`scipy.stats.wilcoxon`, two-sided, ``zero_method="zsplit"`` (ties at zero count half
+      each way instead of being dropped); ``None`` when every difference is zero or fewer than 2 pairs remain;
+    * ``p_permutation``: a paired sign-flip permutation test of the mean difference
+      (:func:`scipy.stats.permutation_test`, ``permutation_type="samples"``).
+
+    Pairs where either value is ``None`` or not finite are dropped and counted in ``n_dropped``.
+    """
+    from scipy.stats import permutation_test, wilcoxon
+
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None
+             and math.isfinite(float(x)) and math.isfinite(float(y))]
+    n = len(pairs)
+    out = {"n": n, "n_dropped": len(a) - n, "mean_a": None, "mean_b": None, "effect": None,
+           "ci": (math.nan, math.nan), "p_wilcoxon": None, "p_permutation": None}
+    if n == 0:
+        return out
+    xa, xb = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    d = xb - xa
+    out.update(mean_a=float(xa.mean()), mean_b=float(xb.mean()), effect=float(d.mean()))
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(n_resamples, n))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    out["ci"] = (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+    if n >= 2 and np.any(d != 0):
+        out["p_wilcoxon"] = float(wilcoxon(xb, xa, zero_method="zsplit").pvalue)
+        res = permutation_test((xb, xa), lambda u, v: np.mean(u - v), permutation_type="samples",
+                               n_resamples=n_resamples, random_state=seed)
+        out["p_permutation"] = float(res.pvalue)
+    elif n >= 2:
+        out["p_wilcoxon"] = out["p_permutation"] = 1.0
+    return out
 
 
 def _prf_dict(tp: int, n_pred: int, n_gold: int) -> dict:

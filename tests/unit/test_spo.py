@@ -187,3 +187,25 @@ def test_gptq_export_names_bad_input(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f.bin").write_bytes(b"x" * 2_000_000)
     assert export.folder_size_mb(tmp_path) == 2.0
+
+
+# ------------------------------------------------------------------------------ paired statistics (07)
+
+
+def test_paired_difference_hand_worked():
+    from kgutils.metrics import paired_difference
+
+    a = [0.2, 0.4, 0.5, 0.1, None, 0.3, 0.6, 0.2, 0.4, 0.5, 0.3, 0.2]
+    b = [0.5, 0.6, 0.7, 0.4, 0.9, 0.5, 0.9, 0.4, 0.6, 0.8, 0.6, 0.4]
+    r = paired_difference(a, b, n_resamples=500, seed=1)
+    assert r["n"] == 11 and r["n_dropped"] == 1  # the None pair is dropped, and counted
+    assert r["effect"] == pytest.approx(sum(y - x for x, y in zip(a, b) if x is not None) / 11)
+    assert r["ci"][0] <= r["effect"] <= r["ci"][1] and r["ci"][0] > 0
+    assert r["p_wilcoxon"] < 0.01 and r["p_permutation"] < 0.01  # every pair moved up
+    same = paired_difference([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+    assert same["effect"] == 0 and same["p_wilcoxon"] == same["p_permutation"] == 1.0
+    mixed = paired_difference([0.1, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9, 0.1], n_resamples=200)
+    assert mixed["effect"] == 0 and mixed["p_permutation"] > 0.5
+    assert paired_difference([], [])["effect"] is None
+    with pytest.raises(ValueError, match="length"):
+        paired_difference([0.1], [0.1, 0.2])
