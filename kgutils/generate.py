@@ -707,6 +707,7 @@ def predict_file(
     guard: bool = True,
     task: str = "graph",
     messages: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    parse: Callable[[str], tuple[list, str]] | None = None,
 ) -> dict[str, Any]:
     """Generate predictions for passages and write the predictions JSONL.
 
@@ -728,13 +729,18 @@ def predict_file(
             ``{"triples": [...]}`` answers, parsed with :func:`kgutils.formats.parse_spo_output`, gold from the
             rows' ``spo`` documents (05).
         messages: row -> chat messages; required for ``"spo"`` (e.g. :func:`kgutils.prompts.spo_messages`),
-            ``None`` for the graph task's own prompt.
+            ``None`` for the graph task's own prompt (07 passes :func:`kgutils.prompts.ablation_messages` cells).
+        parse: graph task only: answer text -> ``(items, status)`` in the graph format, replacing the card's
+            parse for answers in another style (07's code prompts: :func:`kgutils.prompts.parse_ablation_answer`);
+            the items are then also the repaired parse, so both parsers score the same items.
 
     Returns:
         A summary: counts, parse-status and stop-reason counts, wall time, passages and new tokens per second.
     """
     if task not in ("graph", "spo"):
         raise ValueError(f"task must be 'graph' or 'spo', got {task!r}")
+    if task == "spo" and parse is not None:
+        raise ValueError("parse applies to the graph task; the spo task parses with kgutils.formats.parse_spo_output")
     if task == "spo" and messages is None:
         raise ValueError("task 'spo' needs messages (row -> chat messages), e.g. kgutils.prompts.spo_messages")
     out = resolve(out_path)
@@ -794,8 +800,12 @@ def predict_file(
                     done[ids[n]] = rec
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     continue
-                card_items, card_status = parse_card_output(gen["text"])
-                repaired = parse_output(gen["text"])
+                if parse is not None:
+                    card_items, card_status = parse(gen["text"])
+                    repaired = SimpleNamespace(items=card_items, status=card_status)
+                else:
+                    card_items, card_status = parse_card_output(gen["text"])
+                    repaired = parse_output(gen["text"])
                 status = repaired.status
                 if gen["n_new_tokens"] >= max_new_tokens and status not in ("ok", "repaired"):
                     status = "truncated"

@@ -83,3 +83,34 @@ def test_code_answers_are_read_as_literals_only(raw, status, n):
 def test_nl_answers_use_the_cards_parse_after_the_rationale():
     assert parse_ablation_answer("Evidence:\n- x\nAnswer:\n[]", "nl") == ([], "ok")
     assert parse_ablation_answer("Evidence:\n- x\nAnswer:\n[{", "nl") == ([], "invalid_json")
+
+
+def test_predict_file_scores_any_style_through_its_parser(tmp_path):
+    """07's cells go through the one generator: the ablation prompt as messages, the style's parser for the
+    answer, graph items in pred_parsed for the one scorer; the spo task refuses a graph parser."""
+    from functools import partial
+
+    from kgutils.evaluation import evaluate_file
+    from kgutils.generate import predict_file
+    from kgutils.models import load_model
+
+    lm = load_model("tiny:qwen3")
+    rows = [{"id": f"r{i}", "text": TEXT, "triplets": ITEMS} for i in range(3)]
+    demos = [{"text": TEXT, "triplets": ITEMS[:1]}]
+    seen = []
+
+    def parse(raw):
+        seen.append(raw)
+        return parse_ablation_answer(raw, "code")
+
+    out = predict_file(lm, rows, tmp_path / "p.jsonl", batch_size=3, max_new_tokens=8, progress=False,
+                       messages=lambda r: ablation_messages(r, "code", True, demos), parse=parse)
+    recs = [__import__("json").loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(seen) == 3 and out["n"] == 3
+    assert all(r["parse_status"] == parse_ablation_answer(r["pred_raw"], "code")[1] for r in recs)
+    assert all(r["pred_parsed"] == r["pred_repaired"] for r in recs)
+    assert evaluate_file(tmp_path / "p.jsonl", "hgr", "card", 50, 0)["n"] == 3
+    with pytest.raises(ValueError, match="parse applies"):
+        predict_file(lm, rows, tmp_path / "q.jsonl", task="spo", messages=lambda r: [], parse=parse)
+    with pytest.raises(ValueError, match="needs messages"):
+        predict_file(lm, rows, tmp_path / "q.jsonl", task="spo")
