@@ -14,7 +14,7 @@ another environment (e.g. a GPU one) without changing the notebook's.
 
 CPU kernels, measured on 2 cores with Gemma 3 270M (8 prompts, 32 new tokens each): 4-bit ``gptq_torch_fused``
 11.8 new tokens/s and 8-bit ``gptq_torch_int8`` 11.6; gptqmodel's own choice on CPU is the generic ``gptq_torch``
-kernel, which made under 1 token/s, so :func:`load_gptq` asks for the fast ones first.
+kernel, which made 0.18 (``benchmarks/bench_gptq.py``), so :func:`load_gptq` asks for the fast ones first.
 """
 
 from __future__ import annotations
