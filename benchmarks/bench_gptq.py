@@ -4,8 +4,8 @@ A benchmark, not a test: it prints what it measures and never fails on a slow ma
 
 Folders: the GPTQ exports of the last 05 run (``data/runs/05_gemma_continue/latest/gptq-{4,8}bit``; run
 ``make run ONLY="01 02 05"`` first) or ``--folders`` (of one run). Prompts: the first ``--limit`` passages of that
-run's test split (``test_spo.jsonl``), rendered with 05's SPO prompt, greedy, ``--max-new-tokens`` each, unconstrained (so every kernel decodes the
-same number of steps unless a model ends early), in one batch.
+run's test split (``test_spo.jsonl``), rendered with 05's SPO prompt, greedy, ``--max-new-tokens`` each,
+unconstrained (so every kernel decodes the same number of steps unless a model ends early), in one batch.
 
 Kernels per bit width (:data:`kgutils.export.CPU_KERNELS` first, then gptqmodel's generic ``gptq_torch``, which its
 own ``auto`` choice picks on CPU): a kernel that cannot load a folder is reported, not fatal. Reported per folder
@@ -18,8 +18,8 @@ Run: ``python -m benchmarks.bench_gptq [--limit 4] [--max-new-tokens 24] [--fold
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from pathlib import Path
 
 from kgutils import export
 from kgutils.generate import generate_texts, render_messages
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no test passages in {run / 'test_spo.jsonl'}")
 
     print(f"GPTQ kernels on CPU: {len(rows)} passages in one batch, {args.max_new_tokens} new tokens each, greedy")
-    print(f"{'folder':<12} {'kernel':<18} {'load s':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'ratio':>6}  same")
+    head = f"{'folder':<12} {'kernel':<18} {'load s':>7} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'ratio':>6}"
+    print(head + "  same")
     for folder in folders:
-        bits = int(__import__("json").loads((folder / "quantize_config.json").read_text())["bits"])
+        bits = int(json.loads((folder / "quantize_config.json").read_text())["bits"])
         results = []
         for kernel in KERNELS.get(bits, ("auto",)):
             try:

@@ -267,11 +267,10 @@ def score_spo_file(path: str | Path, *, ids: list[str] | None = None, n_resample
     statuses = Counter(r.get("parse_status", "unknown") for r in rows)
     speed = generation.get("new_tokens_per_second") if generation else None
     repeats = sum(r.get("stop_reason") == "repeat" for r in rows)
-    dups = round((report["duplicate_rate"] or 0) * report["n_pred_triples"])
     total = report["n_pred_triples"] + repeats
     return {**report, "f1_lo": lo, "f1_hi": hi, "n": len(rows),
             "repeat_stop_rate": repeats / len(rows) if rows else None,
-            "duplicate_rate_with_guard": (dups + repeats) / total if total else None,
+            "duplicate_rate_with_guard": (report["n_duplicates"] + repeats) / total if total else None,
             "parse_failure_rate": 1 - statuses.get("ok", 0) / len(rows) if rows else 0.0,
             "parse_status": dict(statuses), "invalid_items": sum(r.get("n_invalid_items", 0) for r in rows),
             "new_tokens_per_second": speed}

@@ -176,9 +176,8 @@ def _quantize(src: str, out: str, bits: int, group_size: int, batch_size: int, c
     """The subprocess side of :func:`gptq_export`."""
     import shutil
 
-    from gptqmodel import GPTQModel, QuantizeConfig
-
     import torch
+    from gptqmodel import GPTQModel, QuantizeConfig
 
     texts = json.loads(Path(calibration).read_text(encoding="utf-8"))
     tmp = Path(out).with_name(Path(out).name + ".partial")

@@ -342,11 +342,8 @@ def dequantized_copy(model: Any, dtype: Any = None) -> Any:
 
 def render_prompt(tokenizer: Any, text: str, system: str | None = None) -> str:
     """The chat-formatted generation prompt for one passage (Qwen3 thinking disabled where supported)."""
-    messages = extraction_messages(text, system=system)
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
+        return render_messages(tokenizer, extraction_messages(text, system=system))
     # A tokenizer without a chat template gets the plain prompt followed by an answer cue.
     return extraction_prompt(text) + "\nAnswer:\n"
 
@@ -773,8 +770,9 @@ def predict_file(
         chunk = max(batch_size * 4, 1)
         for c in range(0, len(todo), chunk):
             part = todo[c : c + chunk]
-            prompts = [render_prompt(lm.tokenizer, rows[n]["text"], system) if messages is None
-                       else render_messages(lm.tokenizer, messages(rows[n])) for n in part]
+            chats = {n: messages(rows[n]) for n in part} if messages is not None else {}
+            prompts = [render_messages(lm.tokenizer, chats[n]) if chats else
+                       render_prompt(lm.tokenizer, rows[n]["text"], system) for n in part]
             gens = generate_texts(
                 lm,
                 prompts,
@@ -789,43 +787,25 @@ def predict_file(
                 row = rows[n]
                 if task == "spo":
                     parsed = parse_spo_output(gen["text"])
-                    rec = {"id": ids[n], "text": row["text"], "prompt": messages(row)[-1]["content"],
-                           "gold_parsed": row.get("spo", {"triples": []}), "pred_raw": gen["text"],
-                           "pred_parsed": parsed["doc"], "parse_status": parsed["status"],
-                           "repair_status": parsed["status"], "n_invalid_items": parsed["n_invalid"],
-                           "n_prompt_tokens": gen["n_prompt_tokens"], "n_new_tokens": gen["n_new_tokens"],
-                           "stop_reason": gen["stop_reason"], "guard_removed": gen["guard_removed"],
-                           "model": lm.spec, "decoding": decoding}
-                    new_tokens += gen["n_new_tokens"]
-                    done[ids[n]] = rec
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    continue
-                if parse is not None:
-                    card_items, card_status = parse(gen["text"])
-                    repaired = SimpleNamespace(items=card_items, status=card_status)
+                    fields = {"prompt": chats[n][-1]["content"], "gold_parsed": row.get("spo", {"triples": []}),
+                              "pred_parsed": parsed["doc"], "parse_status": parsed["status"],
+                              "repair_status": parsed["status"], "n_invalid_items": parsed["n_invalid"]}
                 else:
-                    card_items, card_status = parse_card_output(gen["text"])
-                    repaired = parse_output(gen["text"])
-                status = repaired.status
-                if gen["n_new_tokens"] >= max_new_tokens and status not in ("ok", "repaired"):
-                    status = "truncated"
-                rec = {
-                    "id": ids[n],
-                    "text": row["text"],
-                    "prompt": extraction_prompt(row["text"]),
-                    "gold_parsed": _gold_of(row),
-                    "pred_raw": gen["text"],
-                    "pred_parsed": card_items,
-                    "parse_status": card_status,
-                    "pred_repaired": repaired.items,
-                    "repair_status": status,
-                    "n_prompt_tokens": gen["n_prompt_tokens"],
-                    "n_new_tokens": gen["n_new_tokens"],
-                    "stop_reason": gen["stop_reason"],
-                    "guard_removed": gen["guard_removed"],
-                    "model": lm.spec,
-                    "decoding": decoding,
-                }
+                    if parse is not None:
+                        card_items, card_status = parse(gen["text"])
+                        repaired = SimpleNamespace(items=card_items, status=card_status)
+                    else:
+                        card_items, card_status = parse_card_output(gen["text"])
+                        repaired = parse_output(gen["text"])
+                    status = repaired.status
+                    if gen["n_new_tokens"] >= max_new_tokens and status not in ("ok", "repaired"):
+                        status = "truncated"
+                    fields = {"prompt": extraction_prompt(row["text"]), "gold_parsed": _gold_of(row),
+                              "pred_parsed": card_items, "parse_status": card_status,
+                              "pred_repaired": repaired.items, "repair_status": status}
+                rec = {"id": ids[n], "text": row["text"], "pred_raw": gen["text"], **fields,
+                       **{k: gen[k] for k in ("n_prompt_tokens", "n_new_tokens", "stop_reason", "guard_removed")},
+                       "model": lm.spec, "decoding": decoding}
                 new_tokens += gen["n_new_tokens"]
                 done[ids[n]] = rec
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

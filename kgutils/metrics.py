@@ -923,8 +923,15 @@ def strict_spo_f1(gold: Sequence[Sequence[Any]], pred: Sequence[Sequence[Any]]) 
             "n_skipped": skipped}
 
 
-def _qual_value(v: Any) -> str:
-    return " ".join(str(v).lower().split()) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else ""
+def _qualifier_pairs(item: Any) -> set[tuple[str, str]]:
+    """A triple's qualifiers as (key, value) pairs, both lowercased with white space collapsed; empty values and
+    values that are not strings or numbers are left out."""
+    quals = item.get("qualifiers") if isinstance(item, dict) else None
+    pairs = set()
+    for k, v in (quals.items() if isinstance(quals, dict) else []):
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip():
+            pairs.add((str(k).strip().lower(), " ".join(str(v).lower().split())))
+    return pairs
 
 
 def spo_report(gold: Sequence[Any], pred: Sequence[Any]) -> dict:
@@ -947,44 +954,31 @@ def spo_report(gold: Sequence[Any], pred: Sequence[Any]) -> dict:
     n_read = dup = n_distinct = 0
     q_gold_matched = q_gold_all = q_hit = q_pred = q_pred_hit = flat = 0
     for g_doc, p_doc in zip(gold, pred):
-        g_items = [(k, it) for it in _doc_items(g_doc) if (k := _spo_key(it)) is not None]
-        p_items = [(k, it) for it in _doc_items(p_doc) if (k := _spo_key(it)) is not None]
+        g_items = [(k, _qualifier_pairs(it)) for it in _doc_items(g_doc) if (k := _spo_key(it)) is not None]
+        p_items = [(k, _qualifier_pairs(it)) for it in _doc_items(p_doc) if (k := _spo_key(it)) is not None]
         seen: set = set()
-        for k, _ in p_items:
+        p_quals: dict[tuple, set] = {}
+        for k, pairs in p_items:
             n_read += 1
             dup += k in seen
             seen.add(k)
-        p_quals: dict[tuple, dict[str, set]] = {}
-        for k, it in p_items:
-            quals = it.get("qualifiers") if isinstance(it, dict) else None
-            for qk, qv in (quals.items() if isinstance(quals, dict) else []):
-                p_quals.setdefault(k, {}).setdefault(str(qk).strip().lower(), set()).add(_qual_value(qv))
-        g_keys = {k for k, _ in g_items}
-        doc_values = set()
-        for k, it in g_items:
-            quals = it.get("qualifiers") if isinstance(it, dict) else None
-            quals = {str(qk).strip().lower(): _qual_value(qv) for qk, qv in quals.items()} if isinstance(
-                quals, dict) else {}
-            quals = {qk: qv for qk, qv in quals.items() if qv}
-            doc_values |= set(quals.values())
-            q_gold_all += len(quals)
+            p_quals.setdefault(k, set()).update(pairs)
+        g_quals: dict[tuple, set] = {}
+        for k, pairs in g_items:
+            g_quals.setdefault(k, set()).update(pairs)
+            q_gold_all += len(pairs)
             if k in seen:
-                q_gold_matched += len(quals)
-                q_hit += sum(qv in p_quals.get(k, {}).get(qk, set()) for qk, qv in quals.items())
-        gold_q = {}
-        for k, it in g_items:
-            quals = it.get("qualifiers") if isinstance(it, dict) else None
-            for qk, qv in (quals.items() if isinstance(quals, dict) else []):
-                gold_q.setdefault(k, set()).add((str(qk).strip().lower(), _qual_value(qv)))
-        for k in seen & g_keys:
-            pairs = {(qk, qv) for qk, vals in p_quals.get(k, {}).items() for qv in vals if qv}
-            q_pred += len(pairs)
-            q_pred_hit += len(pairs & gold_q.get(k, set()))
+                q_gold_matched += len(pairs)
+                q_hit += len(pairs & p_quals[k])
+        for k in seen & g_quals.keys():
+            q_pred += len(p_quals[k])
+            q_pred_hit += len(p_quals[k] & g_quals[k])
         n_distinct += len(seen)
-        for k in seen - g_keys:
+        doc_values = {v for pairs in g_quals.values() for _, v in pairs}
+        for k in seen - g_quals.keys():
             flat += any(v in k[2] for v in doc_values)
     rate = lambda a, b: a / b if b else None  # noqa: E731
-    return {**base, "n_pred_triples": n_read, "duplicate_rate": rate(dup, n_read),
+    return {**base, "n_pred_triples": n_read, "n_duplicates": dup, "duplicate_rate": rate(dup, n_read),
             "qualifier_coverage": rate(q_hit, q_gold_matched), "qualifier_recall": rate(q_hit, q_gold_all),
             "qualifier_precision": rate(q_pred_hit, q_pred), "flattened_rate": rate(flat, n_distinct),
             "n_gold_qualifiers": q_gold_all}

@@ -61,7 +61,7 @@ from .io import resolve
 from .prompts import rc_messages
 
 __all__ = [
-    "ROW_KEYS", "SOURCES", "GENERAL", "LITERARY", "DOMAIN_OF", "LABEL_FIXES", "Loaded",
+    "ROW_KEYS", "GENERAL", "LITERARY", "DOMAIN_OF", "LABEL_FIXES", "Loaded",
     "read_semeval", "read_unified", "read_nyt", "read_gids", "read_redocred", "read_rebel", "read_tacred",
     "read_biographical", "read_pairs", "read_rows", "load_source", "load_sources", "mixture", "MIXTURES",
     "label_set", "problems_frame", "split_rows", "load_splits", "DemoPool", "build_prompts", "labels_by_dataset",

@@ -166,17 +166,13 @@ def _continue_adapter(model: Any, init_adapter: str | Path) -> Any:
 
 def _load(spec: str, lora: LoraSettings, settings: TrainSettings, backend: str, for_family: str,
           init_adapter: str | Path | None = None) -> tuple[Any, Any]:
-    if backend == "unsloth" and init_adapter is not None:
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=spec, max_seq_length=settings.max_length,
-                                                             load_in_4bit=settings.quantization == "nf4")
-        return _continue_adapter(model, init_adapter), tokenizer
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
         model, tokenizer = FastLanguageModel.from_pretrained(model_name=spec, max_seq_length=settings.max_length,
                                                              load_in_4bit=settings.quantization == "nf4")
+        if init_adapter is not None:
+            return _continue_adapter(model, init_adapter), tokenizer
         model = FastLanguageModel.get_peft_model(
             model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
             target_modules=list(lora.target_modules),

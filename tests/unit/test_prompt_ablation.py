@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kgutils.io import read_jsonl
@@ -88,8 +90,6 @@ def test_nl_answers_use_the_cards_parse_after_the_rationale():
 def test_predict_file_scores_any_style_through_its_parser(tmp_path):
     """07's cells go through the one generator: the ablation prompt as messages, the style's parser for the
     answer, graph items in pred_parsed for the one scorer; the spo task refuses a graph parser."""
-    from functools import partial
-
     from kgutils.evaluation import evaluate_file
     from kgutils.generate import predict_file
     from kgutils.models import load_model
@@ -105,7 +105,7 @@ def test_predict_file_scores_any_style_through_its_parser(tmp_path):
 
     out = predict_file(lm, rows, tmp_path / "p.jsonl", batch_size=3, max_new_tokens=8, progress=False,
                        messages=lambda r: ablation_messages(r, "code", True, demos), parse=parse)
-    recs = [__import__("json").loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    recs = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(seen) == 3 and out["n"] == 3
     assert all(r["parse_status"] == parse_ablation_answer(r["pred_raw"], "code")[1] for r in recs)
     assert all(r["pred_parsed"] == r["pred_repaired"] for r in recs)
