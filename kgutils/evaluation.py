@@ -13,6 +13,7 @@ numbers compare with the card. ``parser="robust"`` scores the repaired parse ins
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,253 @@ def score_spo_file(path: str | Path, *, ids: list[str] | None = None, n_resample
             "parse_failure_rate": 1 - statuses.get("ok", 0) / len(rows) if rows else 0.0,
             "parse_status": dict(statuses), "invalid_items": sum(r.get("n_invalid_items", 0) for r in rows),
             "new_tokens_per_second": speed}
+
+
+# ------------------------------------------------------------------------------------ prompt ablation (07)
+
+#: The factors of a cell of 07's grid; a paired comparison varies one and matches the cells on the others.
+ABLATION_FACTORS = ("model", "tuning", "style", "rationale", "k")
+ABLATION_PLANS = ("full", "focused")
+VERDICTS = ("supported", "refuted", "inconclusive", "not tested")
+
+
+@dataclass(frozen=True)
+class AblationCell:
+    """One cell of 07's grid.
+
+    Attributes:
+        model: The base model's label (e.g. ``smollm2-135m``).
+        tuning: ``base`` (not fine-tuned), ``ft`` (an adapter fine-tuned on this cell's prompt format) or the label
+            of a reference adapter (e.g. ``ft-03``).
+        style: ``nl`` or ``code`` (:data:`kgutils.prompts.PROMPT_STYLES`).
+        rationale: A rationale (the evidence sentence of each triplet) comes before the answer.
+        k: In-context examples from the train split.
+    """
+
+    model: str
+    tuning: str
+    style: str
+    rationale: bool
+    k: int
+
+    @property
+    def prompt(self) -> str:
+        """The prompt format's name (``nl``, ``code``, ``nl+r``, ``code+r``)."""
+        return self.style + ("+r" if self.rationale else "")
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} {self.tuning} {self.prompt}@{self.k}"
+
+    @property
+    def slug(self) -> str:
+        """The cell's name as a file-name part."""
+        return "_".join((self.model, self.tuning, self.prompt.replace("+", "-"), f"k{self.k}")).replace("/", "-")
+
+
+def ablation_plan(plan: str, models: list[str], formats: list[str], shots: list[int], tuned: list[str], *,
+                  square_shots: list[int] = (), size_shots: list[int] = (), references: list[str] = ()
+                  ) -> list[AblationCell]:
+    """The cells of 07's grid.
+
+    Args:
+        plan: ``full``: every prompt format at every k, for every model without fine-tuning and for the first
+            model fine-tuned on each of ``tuned``. ``focused`` (a budget): the first model with and without
+            fine-tuning gets the prompt formats it has (all of ``formats``; ``tuned`` when fine-tuned) at each of
+            ``square_shots``, and the first format of each (``nl``) at every k of ``shots``; the other models get
+            the first format at ``size_shots`` without fine-tuning.
+        models: Base-model labels, the fine-tuned one first.
+        formats: Prompt formats of the cells without fine-tuning (:func:`kgutils.prompts.prompt_format` names).
+        shots: k values.
+        tuned: Prompt formats that the first model is fine-tuned on (one adapter each); empty for none.
+        references: Labels of extra adapters of the first model, trained on the first format: they get the
+            first format at ``square_shots`` (``focused``) or every k (``full``).
+
+    Raises:
+        ValueError: on an unknown plan or prompt format, or no model.
+    """
+    from .prompts import prompt_format
+
+    if plan not in ABLATION_PLANS:
+        raise ValueError(f"unknown plan {plan!r}; choose one of {list(ABLATION_PLANS)}")
+    if not models:
+        raise ValueError("no models")
+    fmt = {f: prompt_format(f) for f in [*formats, *tuned]}
+    cells: list[AblationCell] = []
+
+    def add(model: str, tuning: str, formats_: list[str], ks: list[int]) -> None:
+        for f in formats_:
+            for k in ks:
+                cell = AblationCell(model, tuning, *fmt[f], int(k))
+                if cell not in cells:
+                    cells.append(cell)
+
+    first = models[0]
+    if plan == "full":
+        for m in models:
+            add(m, "base", formats, shots)
+        for f in tuned:
+            add(first, "ft", [f], shots)
+        for ref in references:
+            add(first, ref, formats[:1], shots)
+        return cells
+    add(first, "base", formats, square_shots)
+    add(first, "base", formats[:1], shots)
+    for f in tuned:
+        add(first, "ft", [f], square_shots)
+    add(first, "ft", tuned[:1], shots)
+    for ref in references:
+        add(first, ref, formats[:1], square_shots)
+    for m in models[1:]:
+        add(m, "base", formats[:1], size_shots)
+    return cells
+
+
+def ablation_scores(paths: dict[AblationCell, str | Path], n_resamples: int = 1000, seed: int = 0):
+    """Score every cell's predictions with the ``hgr`` and ``corrected`` composites and triplet F1.
+
+    Returns:
+        ``(per_entry, summary)`` pandas DataFrames: one row per (cell, passage) with the factors, ``id``,
+        ``parse_status``, ``hgr``, ``corrected`` (the per-passage composites) and ``triplet_f1`` (``hgr``'s); and
+        one row per cell with the macro composites and their bootstrap intervals, micro triplet F1 and the parse
+        failure rate.
+    """
+    import pandas as pd
+
+    entries, summary = [], []
+    for cell, path in paths.items():
+        factors = {f: getattr(cell, f) for f in ABLATION_FACTORS}
+        res = {m: evaluate_file(path, m, "card", n_resamples, seed) for m in ("hgr", "corrected")}
+        for h, c in zip(res["hgr"]["per_entry"], res["corrected"]["per_entry"]):
+            entries.append({"cell": cell.name, **factors, "prompt": cell.prompt, "id": h["id"],
+                            "parse_status": h["parse_status"], "hgr": h["composite"], "corrected": c["composite"],
+                            "triplet_f1": h["triplet_f1"]})
+        row = {"cell": cell.name, **factors, "prompt": cell.prompt, "n": res["hgr"]["n"]}
+        for m in ("hgr", "corrected"):
+            row[m] = res[m]["macro"]["composite"]
+            row[f"{m}_lo"], row[f"{m}_hi"] = res[m]["ci"].get("composite") or (None, None)
+        row["triplet_f1"] = res["hgr"]["macro"]["triplet_f1"]
+        row["micro_triplet_f1"] = res["hgr"]["micro"]["triplet_f1"]
+        row["parse_failure_rate"] = res["hgr"]["parse_failure_rate"]
+        summary.append(row)
+    return pd.DataFrame(entries), pd.DataFrame(summary)
+
+
+def paired_cells(per_entry, vary: str, a: Any, b: Any, where: dict[str, Any] | None = None,
+                 metric: str = "hgr") -> dict[str, Any]:
+    """Per-passage scores of two sides of a comparison, paired over the same passages.
+
+    The cells with ``vary == a`` and those with ``vary == b`` (among the cells matching ``where``) are matched on
+    the other factors; each passage's score on a side is its mean over the matched cells. Returns ``{"ids", "a",
+    "b", "pairs"}`` where ``pairs`` names the matched cells (empty when no cell has both sides).
+    """
+    frame = per_entry
+    for key, value in (where or {}).items():
+        frame = frame[frame[key].isin(value) if isinstance(value, (list, tuple, set)) else frame[key] == value]
+    others = [f for f in ABLATION_FACTORS if f != vary]
+    side_a, side_b = frame[frame[vary] == a], frame[frame[vary] == b]
+    keys_a = {tuple(r) for r in side_a[others].drop_duplicates().itertuples(index=False)}
+    keys_b = {tuple(r) for r in side_b[others].drop_duplicates().itertuples(index=False)}
+    common = sorted(keys_a & keys_b, key=str)
+    if not common:
+        return {"ids": [], "a": [], "b": [], "pairs": []}
+
+    def side(part):
+        part = part[[tuple(r) in set(common) for r in part[others].itertuples(index=False)]]
+        return part.groupby("id")[metric].mean()
+
+    sa, sb = side(side_a), side(side_b)
+    ids = sorted(set(sa.index) & set(sb.index))
+    pairs = []
+    for key in common:
+        fixed = dict(zip(others, key))
+        pairs.append(" ".join(f"{f}={fixed[f]}" for f in others if f != "model" or len(frame["model"].unique()) > 1))
+    return {"ids": ids, "a": [float(sa[i]) for i in ids], "b": [float(sb[i]) for i in ids], "pairs": pairs}
+
+
+def _verdict(kind: str, res: dict[str, Any], margin: float, alpha: float) -> str:
+    """``better``: supported when b beats a significantly, refuted when the interval rules out a gain of
+    ``margin`` or more. ``not_better``: the reverse. ``same``: supported when the interval lies within
+    ±``margin``, refuted when the difference is significant and at least ``margin``."""
+    if res["effect"] is None or res["n"] < 2:
+        return "not tested"
+    lo, hi = res["ci"]
+    p = res["p_permutation"]
+    significant = p is not None and p < alpha
+    if kind == "same":
+        if -margin <= lo and hi <= margin:
+            return "supported"
+        return "refuted" if significant and abs(res["effect"]) >= margin else "inconclusive"
+    better = "supported" if significant and res["effect"] > 0 else "refuted" if hi < margin else "inconclusive"
+    if kind == "better":
+        return better
+    if kind == "not_better":
+        return {"supported": "refuted", "refuted": "supported"}.get(better, better)
+    raise ValueError(f"unknown claim kind {kind!r}")
+
+
+#: 07's seed findings as comparisons: (id, claim, kind, where, vary, a, b). ``kind`` says what would support the
+#: claim (see :func:`_verdict`); ``where`` selects cells ("base" = not fine-tuned, "ft" = fine-tuned).
+FINDINGS: tuple[tuple[str, str, str, dict[str, Any], str, Any, Any], ...] = (
+    ("F1", "fine-tuned: code and natural-language prompts perform about the same", "same",
+     {"tuning": "ft"}, "style", "nl", "code"),
+    ("F2", "fine-tuned: a rationale before the answer is ineffective or harmful, at any k", "not_better",
+     {"tuning": "ft"}, "rationale", False, True),
+    ("F3a", "not fine-tuned: code prompts do better than natural language", "better",
+     {"tuning": "base"}, "style", "nl", "code"),
+    ("F3b", "not fine-tuned: a rationale helps", "better", {"tuning": "base"}, "rationale", False, True),
+    ("F4a", "the largest gain comes from going from 0 to 3 examples", "better", {}, "k", 0, 3),
+    ("F4b", "beyond 3 examples there is little or negative change", "not_better", {}, "k", 3, 5),
+)
+
+
+def ablation_findings(per_entry, metric: str = "hgr", margin: float = 0.05, alpha: float = 0.05,
+                      n_resamples: int = 2000, seed: int = 0, models: list[str] | None = None):
+    """The findings table of 07: for each seed finding, the paired effect (b − a, per-passage ``metric``), its
+    bootstrap interval, the Wilcoxon signed-rank and paired permutation p-values
+    (:func:`kgutils.metrics.paired_difference`) and a verdict (:func:`_verdict`; ``margin`` is the smallest
+    difference that matters, on the composite's 0–1 scale). F1–F4 are pooled over every matched cell pair and
+    also given per k (``scope``); F4 uses the first model's cells, with and without fine-tuning. F5 (size)
+    compares each model with the next larger one in ``models`` (smallest first) on the cells both ran without
+    fine-tuning; with two models only "size helps" can be tested, not "not monotonically".
+
+    Returns:
+        A pandas DataFrame: ``finding, claim, scope, a, b, cells, n, mean_a, mean_b, effect, ci_lo, ci_hi,
+        p_wilcoxon, p_permutation, verdict``.
+    """
+    import pandas as pd
+
+    from .metrics import paired_difference
+
+    rows = []
+
+    def add(fid, claim, kind, scope, where, vary, a, b):
+        paired = paired_cells(per_entry, vary, a, b, where, metric)
+        res = paired_difference(paired["a"], paired["b"], n_resamples=n_resamples, seed=seed)
+        rows.append({"finding": fid, "claim": claim, "scope": scope, "a": f"{vary}={a}", "b": f"{vary}={b}",
+                     "cells": "; ".join(paired["pairs"]), "n": res["n"], "mean_a": res["mean_a"],
+                     "mean_b": res["mean_b"], "effect": res["effect"], "ci_lo": res["ci"][0], "ci_hi": res["ci"][1],
+                     "p_wilcoxon": res["p_wilcoxon"], "p_permutation": res["p_permutation"],
+                     "verdict": _verdict(kind, res, margin, alpha)})
+
+    models = list(models or per_entry["model"].drop_duplicates())
+    first = {"model": models[0]} if models else {}
+    for fid, claim, kind, where, vary, a, b in FINDINGS:
+        where = {**first, **where}
+        add(fid, claim, kind, "pooled", where, vary, a, b)
+        if vary != "k":
+            scope = per_entry
+            for key, value in where.items():
+                scope = scope[scope[key] == value]
+            ks = sorted(scope["k"].unique())
+            if len(ks) > 1:
+                for k in ks:
+                    add(fid, claim, kind, f"k={k}", {**where, "k": k}, vary, a, b)
+        else:
+            for tuning in ("base", "ft"):
+                add(fid, claim, kind, tuning, {**where, "tuning": tuning}, vary, a, b)
+    for small, large in zip(models, models[1:]):
+        add("F5", "size helps (larger model, same cells, not fine-tuned)", "better", f"{small} → {large}",
+            {"tuning": "base"}, "model", small, large)
+    table = pd.DataFrame(rows)
+    return table[(table["n"] > 0) | (table["scope"] == "pooled")].reset_index(drop=True)

@@ -933,3 +933,43 @@ def score_choices(
         out.append({"text": max(ranked, key=ranked.get), "scores": ranked, "n_prompt_tokens": len(ids),
                     "seconds": time.perf_counter() - t0})
     return out
+
+
+# ------------------------------------------------------------------------------------ prompt ablation (07)
+
+
+def demo_pool(train: list[dict[str, Any]], exclude: Sequence[dict[str, Any]] = (), *, max_chars: int = 0,
+              seed: int = 0) -> Any:
+    """In-context examples for 07's prompts: a :class:`kgutils.mixtune.DemoPool` over the *train* passages that
+    hold at least one triplet (and, with ``max_chars``, are at most that long, so k = 5 still fits the context).
+    Train passages whose text also occurs in ``exclude`` (pass val and test) never enter it."""
+    from .mixtune import DemoPool
+
+    keep = [{**r, "dataset": "passages"} for r in train if r.get("triplets")
+            and (not max_chars or len(r["text"]) <= max_chars)]
+    if not keep:
+        raise ValueError("no train passage with triplets to draw in-context examples from")
+    return DemoPool(keep, [{**r, "dataset": "passages"} for r in exclude], seed=seed)
+
+
+def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: Any, out_path: str | Path, *,
+                          batch_size: int = 8, max_new_tokens: int = 512, guard: bool = True,
+                          progress: bool = True) -> dict[str, Any]:
+    """Predictions of one cell of 07's grid (:class:`kgutils.evaluation.AblationCell`) through :func:`predict_file`:
+    the cell's prompt (:func:`kgutils.prompts.ablation_messages`) after ``cell.k`` demonstrations from ``pool``
+    (the same for every passage, so their tokens form a shared prefix computed once), and the style's parser
+    (:func:`kgutils.prompts.parse_ablation_answer`) back to the graph format. Free decoding: the ontology grammar
+    forces a JSON array, which neither code answers nor rationales are.
+
+    Returns:
+        :func:`predict_file`'s summary with ``demo_ids`` (passage id -> the ids of its demonstrations).
+    """
+    from .prompts import ablation_messages, parse_ablation_answer
+
+    demos = {str(r.get("id", n)): pool.pick({**r, "dataset": "passages", "id": r.get("id", n)}, cell.k, shared=True)
+             for n, r in enumerate(rows)}
+    out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=max_new_tokens, guard=guard,
+                       progress=progress,
+                       messages=lambda r: ablation_messages(r, cell.style, cell.rationale, demos[str(r["id"])]),
+                       parse=lambda raw: parse_ablation_answer(raw, cell.style))
+    return {**out, "demo_ids": {i: [d["id"] for d in ds] for i, ds in demos.items()}}

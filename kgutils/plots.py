@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # headless under papermill and CI; notebooks still display the returned figure
 import matplotlib.pyplot as plt  # noqa: E402
@@ -367,3 +368,82 @@ def spo_models(frame: Any, title: str = "Exact (s, p, o) F1 and failure modes by
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ablation_heatmap(summary: Any, metric: str = "hgr", title: str = "Prompt ablation grid"):
+    """A heatmap of 07's grid: one row per model and tuning, one column per prompt format and k, the cell's macro
+    ``metric`` composite annotated (blank where a cell did not run).
+
+    Args:
+        summary: :func:`kgutils.evaluation.ablation_scores`' per-cell frame.
+    """
+    frame = summary.assign(row=summary["model"] + " · " + summary["tuning"],
+                           col=summary["prompt"] + " @" + summary["k"].astype(str))
+    cols = sorted(frame["col"].unique(), key=lambda c: (int(c.rsplit("@", 1)[1]), c))
+    rows = list(dict.fromkeys(frame.sort_values(["model", "tuning"], key=lambda s: s.map(str))["row"]))
+    grid = frame.pivot_table(index="row", columns="col", values=metric, aggfunc="mean").reindex(index=rows,
+                                                                                               columns=cols)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(cols) + 2.5), max(2.4, 0.55 * len(rows) + 1.4)))
+    sns.heatmap(grid.astype(float), annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=max(0.05, float(
+        np.nanmax(grid.to_numpy(dtype=float))) if grid.notna().any().any() else 1.0), linewidths=0.5,
+        cbar_kws={"label": f"{metric} composite"}, ax=ax, annot_kws={"fontsize": 7})
+    ax.set_xlabel("prompt format @ in-context examples (k)")
+    ax.set_ylabel("")
+    ax.tick_params(axis="x", labelsize=8, rotation=45)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_shots(summary: Any, metric: str = "hgr", title: str = "Composite over in-context examples"):
+    """Lines over k: one line per (model, tuning, prompt format) that ran at two k or more, with the cell's
+    bootstrap interval as error bars.
+
+    Args:
+        summary: :func:`kgutils.evaluation.ablation_scores`' per-cell frame.
+    """
+    frame = summary.assign(line=summary["model"] + " · " + summary["tuning"] + " · " + summary["prompt"])
+    counts = frame.groupby("line")["k"].nunique()
+    frame = frame[frame["line"].isin(counts[counts > 1].index)].sort_values("k")
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    colors = sns.color_palette("deep", max(1, frame["line"].nunique()))
+    for color, (line, part) in zip(colors, frame.groupby("line", sort=True)):
+        y = part[metric].to_numpy(dtype=float)
+        lo, hi = part[f"{metric}_lo"].to_numpy(dtype=float), part[f"{metric}_hi"].to_numpy(dtype=float)
+        ax.errorbar(part["k"], y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], marker="o", capsize=3,
+                    label=line, color=color, linestyle="--" if " ft" not in line else "-")
+    ks = sorted(summary["k"].unique())
+    ax.set_xticks(ks)
+    if frame.empty:
+        ax.text(0.5, 0.5, "no prompt format ran at two values of k", ha="center", va="center",
+                transform=ax.transAxes)
+        return _finish(fig, ax, title, "in-context examples (k)", f"{metric} composite (95% CI)", legend=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(fig, ax, title, "in-context examples (k)", f"{metric} composite (95% CI)", legend=False)
+
+
+def ablation_effects(findings: Any, title: str = "Seed findings: paired effects (95% bootstrap CI)"):
+    """A forest plot of 07's findings table: each comparison's effect (b − a) with its interval, coloured by the
+    verdict; the pooled rows in bold.
+
+    Args:
+        findings: :func:`kgutils.evaluation.ablation_findings`' table.
+    """
+    frame = findings.dropna(subset=["effect"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(frame) + 1.2)))
+    palette = {"supported": "#2a9d8f", "refuted": "#e76f51", "inconclusive": "#8d99ae", "not tested": "#cccccc"}
+    labels = []
+    for i, r in frame.iterrows():
+        ax.errorbar(r["effect"], i, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt="o",
+                    color=palette.get(r["verdict"], "k"), capsize=3)
+        labels.append(f"{r['finding']} {r['b']} vs {r['a']} ({r['scope']})")
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_yticks(range(len(frame)), labels, fontsize=7)
+    for tick, scope in zip(ax.get_yticklabels(), frame["scope"]):
+        tick.set_fontweight("bold" if scope == "pooled" else "normal")
+    ax.invert_yaxis()
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in palette.items()
+               if v in set(frame["verdict"])]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+    return _finish(fig, ax, title, "effect on the per-passage composite (b − a)", legend=False)

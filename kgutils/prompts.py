@@ -289,3 +289,27 @@ def parse_ablation_answer(raw: str, style: str) -> tuple[list, str]:
     if not items and not bad:
         return [], "ok" if re.search(r"triplets\s*=\s*\[\s*\]", raw or "") or (raw or "").strip() == "]" else "no_code"
     return items, "bad_items" if bad else "ok"
+
+
+def prompt_format(name: str) -> tuple[str, bool]:
+    """``(style, rationale)`` of a prompt-format name: ``nl``, ``code``, ``nl+r``, ``code+r`` (``+r``: with a
+    rationale before the answer).
+
+    Raises:
+        ValueError: for another name (the message lists the valid ones).
+    """
+    style, _, flag = str(name).partition("+")
+    if style not in PROMPT_STYLES or flag not in ("", "r"):
+        valid = [s + r for s in PROMPT_STYLES for r in ("", "+r")]
+        raise ValueError(f"unknown prompt format {name!r}; choose one of {valid}")
+    return style, flag == "r"
+
+
+def ablation_records(rows: list[dict[str, Any]], style: str, rationale: bool) -> list[dict[str, Any]]:
+    """Prompt–completion chat records that fine-tune a model on one prompt format of the ablation: the
+    zero-shot prompt of :func:`ablation_messages` and :func:`ablation_answer` as the answer (loss on the answer
+    only, as :func:`kgutils.train.sft_records`). ``nl`` without rationale gives exactly 03's training records."""
+    return [{"prompt": ablation_messages(r, style, rationale),
+             "completion": [{"role": "assistant", "content": ablation_answer(r["triplets"], r["text"], style,
+                                                                             rationale)}],
+             "chat_template_kwargs": {"enable_thinking": False}} for r in rows]

@@ -155,3 +155,22 @@ def test_gemma_notebook_smoke_outputs():
     assert (run_dir / "merged" / "config.json").is_file()
     for fig in ("05_loss", "05_models", "05_exports"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_ablation_notebook_smoke_outputs():
+    """07 on smoke: two fine-tuned cells (k = 0 and 3) scored by the one scorer, demonstrations from train only,
+    a findings table with F4a tested on them, and the figures."""
+    run_dir = runner.repo_root() / "data" / "runs" / "07_ablations_cot_icl" / "pytest-smoke"
+    if not (run_dir / "metrics.json").is_file():
+        pytest.skip("07 smoke run not present (run with the notebooks tests)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["cells"] == ["qwen3 ft nl@0", "qwen3 ft nl@3"]
+    assert metrics["leaks"] == 0 and metrics["training"]["nl"]["global_step"] == 2
+    for cell in metrics["cells"]:
+        assert metrics["scores"][cell]["n"] == 4 and metrics["scores"][cell]["hgr"] is not None
+    f4a = [r for r in metrics["findings"]["hgr"] if r["finding"] == "F4a" and r["scope"] == "pooled"]
+    assert f4a and f4a[0]["n"] == 4 and f4a[0]["verdict"] in ("supported", "refuted", "inconclusive")
+    untested = {r["finding"] for r in metrics["findings"]["hgr"] if r["verdict"] == "not tested"}
+    assert {"F1", "F2", "F3a", "F3b"} <= untested
+    for fig in ("07_grid_hgr", "07_grid_corrected", "07_shots", "07_findings", "07_loss"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
