@@ -176,13 +176,77 @@ class AnswerGuard:
         return kept + self.closers, text[self.cut:]
 
 
-def guard_text(text: str, stop_reason: str, key: Callable[[Any], Any] = item_key) -> dict[str, Any]:
-    """Apply the guard to a finished answer (engines that cannot stop a sequence mid-way, e.g. vLLM).
+@dataclass
+class CallGuard:
+    """The loop and budget guard for code answers (07's CodeKGC-style prompts: ``triplets = [Triplet(...), ...]``):
+    the same rules as :class:`AnswerGuard`, with the ``Triplet(...)`` calls as the items
+    (:func:`kgutils.formats.code_calls`). A call that repeats an earlier one (same :func:`item_key`) stops the
+    answer after the last new call; at the budget the answer ends after the last complete call. Either way the
+    list is closed (``]``), so the answer stays a complete Python list."""
+
+    key: Callable[[Any], Any] = item_key
+    cut: int | None = None
+    repeated: bool = False
+    n_items: int = 0
+    _pos: int = 0
+    _seen: set = field(default_factory=set)
+
+    def feed(self, text: str) -> bool:
+        """Scan ``text`` (the answer so far); True when the answer must stop because a call repeated."""
+        from .formats import code_calls
+
+        if self.repeated:
+            return True
+        for _, end, item in code_calls(text, self._pos):
+            self._pos = end
+            if item is not None:
+                k = self.key(item)
+                if k in self._seen:
+                    self.repeated = True
+                    return True
+                self._seen.add(k)
+            self.n_items += 1
+            self.cut = end + (1 if text[end:end + 1] == "," else 0)
+        return False
+
+    def close(self, text: str, stop_reason: str) -> tuple[str, str]:
+        """The answer to keep and the text removed from it (see :meth:`AnswerGuard.close`)."""
+        if stop_reason not in STOP_REASONS:
+            raise ValueError(f"unknown stop reason {stop_reason!r}; choose one of {STOP_REASONS}")
+        self.feed(text)
+        if stop_reason == "eos" or self.cut is None:
+            return text, ""
+        return text[: self.cut] + "\n]", text[self.cut:]
+
+
+#: The guards by the answer format they read: ``json`` (the graph and SPO formats) and ``code`` (07's code style).
+GUARDS: dict[str, type] = {"json": AnswerGuard, "code": CallGuard}
+
+
+def make_guard(kind: bool | str) -> AnswerGuard | CallGuard | None:
+    """A fresh guard of ``kind`` (``True`` is ``json``), or ``None`` for ``False``.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind is False or kind is None:
+        return None
+    name = "json" if kind is True else kind
+    if name not in GUARDS:
+        raise ValueError(f"unknown guard {kind!r}; choose True, False or one of {list(GUARDS)}")
+    return GUARDS[name]()
+
+
+def guard_text(text: str, stop_reason: str, key: Callable[[Any], Any] = item_key,
+               kind: bool | str = "json") -> dict[str, Any]:
+    """Apply the guard (``kind``: see :func:`make_guard`) to a finished answer (engines that cannot stop a
+    sequence mid-way, e.g. vLLM).
 
     A repeat found anywhere in the text ends the answer there (stop reason ``repeat``), whatever ended the
     generation. Returns ``{"text", "stop_reason", "guard_removed"}``.
     """
-    guard = AnswerGuard(key=key)
+    guard = make_guard(kind)
+    guard.key = key
     if guard.feed(text):
         stop_reason = "repeat"
     kept, removed = guard.close(text, stop_reason)

@@ -1491,3 +1491,60 @@ def parse_spo_output(raw: Any) -> dict[str, Any]:
     if invalid:
         status = "bad_items"
     return result(triples, status, len(items), invalid)
+
+
+# ------------------------------------------------------------------------------ code answers (07's CodeKGC style)
+
+_CODE_CALL = re.compile(r"\bTriplet\(")
+
+
+def code_calls(text: str, start: int = 0) -> list[tuple[int, int, dict | None]]:
+    """The complete ``Triplet(Entity(title, type), relation, Entity(title, type), weight)`` calls of a code answer,
+    from ``start`` on: ``(begin, end, item)`` with the call as a graph item, or ``None`` for a complete call of
+    another shape. The call's end is its closing bracket (brackets inside strings do not count); a call still
+    open at the end of ``text`` is not returned. Arguments are read with :func:`ast.literal_eval` (literals only,
+    nothing is executed), positionally or by keyword."""
+    out: list[tuple[int, int, dict | None]] = []
+    pos = start
+    while (m := _CODE_CALL.search(text, pos)) is not None:
+        depth, end, quote, escape = 0, None, None, False
+        for j in range(m.end() - 1, len(text)):
+            c = text[j]
+            if quote:
+                escape, quote = (False, quote) if escape else (c == "\\", None if c == quote else quote)
+                continue
+            if c in "\"'":
+                quote = c
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            if depth == 0:
+                end = j + 1
+                break
+        if end is None:
+            break
+        out.append((m.start(), end, _code_item(text[m.start():end])))
+        pos = end
+    return out
+
+
+def _code_item(call: str) -> dict | None:
+    """One ``Triplet(...)`` call as a graph item, or ``None`` when it is not of that shape."""
+    def entity(node: ast.AST) -> tuple[Any, Any]:
+        if not isinstance(node, ast.Call):
+            raise ValueError("not an Entity(...) call")
+        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        args = [ast.literal_eval(a) for a in node.args] + [kw.get("title"), kw.get("type")][len(node.args):]
+        return args[0], args[1]
+
+    try:
+        node = ast.parse(call, mode="eval").body
+        names = ("source", "relation", "target", "weight")
+        kw = {k.arg: k.value for k in node.keywords}
+        args = list(node.args) + [kw[n] for n in names[len(node.args):] if n in kw]
+        if len(args) != 4:
+            return None
+        (s_title, s_type), (t_title, t_type) = entity(args[0]), entity(args[2])
+        rel, weight = ast.literal_eval(args[1]), ast.literal_eval(args[3])
+    except (SyntaxError, ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
+        return None
+    return {"source": {"title": s_title, "type": s_type}, "relation": {"type": rel, "weight": weight},
+            "target": {"title": t_title, "type": t_type}}

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .decoding import AnswerGuard, Choices, Grammar, compile_grammar, guard_text, schema_text
+from .decoding import AnswerGuard, CallGuard, Choices, Grammar, compile_grammar, guard_text, make_guard, schema_text
 from .formats import parse_output, parse_spo_output
 from .io import progress as progress_bar
 from .io import resolve
@@ -122,7 +122,7 @@ def load_vllm(
 
 def _generate_vllm(
     lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0, progress: bool = True,
-    schema: dict[str, Any] | None = None, guard: bool = True,
+    schema: dict[str, Any] | None = None, guard: bool | str = True,
 ) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
@@ -143,7 +143,8 @@ def _generate_vllm(
     for o in outs:
         c = o.outputs[0]
         reason = "budget" if c.finish_reason == "length" else "eos"
-        rec = guard_text(c.text, reason) if guard else {"text": c.text, "stop_reason": reason, "guard_removed": ""}
+        rec = guard_text(c.text, reason, kind=guard) if guard else {"text": c.text, "stop_reason": reason,
+                                                                     "guard_removed": ""}
         results.append({**rec, "n_prompt_tokens": len(o.prompt_token_ids), "n_new_tokens": len(c.token_ids)})
     return results
 
@@ -390,7 +391,7 @@ def _has_sliding_layers(model: Any) -> bool:
 class _Row:
     index: int
     ids: list[int]
-    guard: AnswerGuard | None
+    guard: AnswerGuard | CallGuard | None
     matcher: Any = None
     new: list[int] = field(default_factory=list)
     stop_reason: str | None = None
@@ -489,7 +490,7 @@ def _generate_hf(
     sort_by_length: bool,
     stop_bias: float,
     schema: dict[str, Any] | None,
-    guard: bool,
+    guard: bool | str,
     share_prefix: bool,
     evict: bool = True,
     refill: bool = True,
@@ -528,7 +529,7 @@ def _generate_hf(
 
     def start(indices: list[int]) -> _Batch:
         """Process the prompts of new rows (after the shared prefix) in one forward pass."""
-        rows = [_Row(i, ids_all[i], AnswerGuard() if guard else None,
+        rows = [_Row(i, ids_all[i], make_guard(guard),
                      grammar.matcher() if grammar is not None else None) for i in indices]
         suffixes = [r.ids[n_prefix:] for r in rows]
         width = max(len(x) for x in suffixes)
@@ -638,7 +639,7 @@ def generate_texts(
     sort_by_length: bool = True,
     stop_bias: float = 0.0,
     schema: dict[str, Any] | None = None,
-    guard: bool = True,
+    guard: bool | str = True,
     share_prefix: bool = True,
     evict: bool = True,
 ) -> list[dict[str, Any]]:
@@ -654,7 +655,8 @@ def generate_texts(
         schema: a JSON schema to constrain the answer to (xgrammar; :func:`kgutils.ontology.decoding_schema` for
             the triplet format), or :class:`kgutils.decoding.Choices` (one of fixed strings, e.g. labels);
             ``None`` decodes freely.
-        guard: the loop and budget guard (:class:`kgutils.decoding.AnswerGuard`).
+        guard: the loop and budget guard: ``True`` or ``"json"`` (:class:`kgutils.decoding.AnswerGuard`), ``"code"``
+            for code answers (:class:`kgutils.decoding.CallGuard`), ``False`` for none.
         share_prefix: compute the prompts' common token prefix once (``hf`` engine).
         evict: finished rows leave the batch at once (``hf`` engine); ``False`` keeps computing them until the
             whole batch is done, as ``transformers``' ``generate`` does (for the benchmark's step-by-step figures).
@@ -701,7 +703,7 @@ def predict_file(
     resume: bool = True,
     progress: bool = True,
     schema: dict[str, Any] | None = None,
-    guard: bool = True,
+    guard: bool | str = True,
     task: str = "graph",
     messages: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
     parse: Callable[[str], tuple[list, str]] | None = None,
@@ -720,7 +722,7 @@ def predict_file(
         progress: show a progress bar.
         schema: constrain the answers to this JSON schema (``CONSTRAINED`` in the notebooks:
             :func:`kgutils.ontology.decoding_schema`); ``None`` decodes freely.
-        guard: the loop and budget guard (:mod:`kgutils.decoding`).
+        guard: the loop and budget guard: True (json), "code" or False (see :func:`generate_texts`).
         task: ``"graph"``: the study's extraction prompt, answers parsed with the card's parse (``pred_parsed``)
             and :func:`kgutils.formats.parse_output` (``pred_repaired``); ``"spo"``: the Gemma recipe's
             ``{"triples": [...]}`` answers, parsed with :func:`kgutils.formats.parse_spo_output`, gold from the
@@ -959,16 +961,19 @@ def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: 
     the cell's prompt (:func:`kgutils.prompts.ablation_messages`) after ``cell.k`` demonstrations from ``pool``
     (the same for every passage, so their tokens form a shared prefix computed once), and the style's parser
     (:func:`kgutils.prompts.parse_ablation_answer`) back to the graph format. Free decoding: the ontology grammar
-    forces a JSON array, which neither code answers nor rationales are.
+    forces a JSON array, which neither code answers nor rationales are. With ``guard``, each style gets the loop
+    and budget guard that reads its answers (``json``, or ``code``: :class:`kgutils.decoding.CallGuard`), so a
+    looping answer is cut the same way in both styles.
 
     Returns:
         :func:`predict_file`'s summary with ``demo_ids`` (passage id -> the ids of its demonstrations).
     """
     from .prompts import ablation_messages, parse_ablation_answer
 
+    style_guard = ("code" if cell.style == "code" else "json") if guard else False
     demos = {str(r.get("id", n)): pool.pick({**r, "dataset": "passages", "id": r.get("id", n)}, cell.k, shared=True)
              for n, r in enumerate(rows)}
-    out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=max_new_tokens, guard=guard,
+    out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=max_new_tokens, guard=style_guard,
                        progress=progress,
                        messages=lambda r: ablation_messages(r, cell.style, cell.rationale, demos[str(r["id"])]),
                        parse=lambda raw: parse_ablation_answer(raw, cell.style))

@@ -245,15 +245,15 @@ def parse_ablation_answer(raw: str, style: str) -> tuple[list, str]:
 
     ``nl``: the text after the last ``Answer:`` (all of it without a rationale) goes through the card's parse
     (:func:`kgutils.metrics.parse_card_output`). ``code``: every ``Triplet(Entity(..), "rel", Entity(..), w)`` call
-    is read with :mod:`ast` (literals only, nothing is executed); a call that is not of that shape is skipped and
-    makes the status ``bad_items``; no call and no ``[]`` is ``no_code``.
+    is read by :func:`kgutils.formats.code_calls` (literals only, nothing is executed); a call that is not of
+    that shape is skipped and makes the status ``bad_items``; no call and no ``[]`` is ``no_code``.
 
     Returns:
         ``(items, status)``.
     """
-    import ast
     import re
 
+    from .formats import code_calls
     from .metrics import parse_card_output
 
     if style == "nl":
@@ -263,29 +263,9 @@ def parse_ablation_answer(raw: str, style: str) -> tuple[list, str]:
         return parse_card_output(text)
     if style != "code":
         raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
-    items, bad = [], 0
-    for m in re.finditer(r"Triplet\(", raw or ""):
-        depth, end, quote, escape = 0, None, None, False
-        for j in range(m.end() - 1, len(raw)):  # the call's closing bracket; brackets inside strings do not count
-            c = raw[j]
-            if quote:
-                escape, quote = (False, quote) if escape else (c == "\\", None if c == quote else quote)
-                continue
-            if c in "\"'":
-                quote = c
-            depth += {"(": 1, ")": -1}.get(c, 0)
-            if depth == 0:
-                end = j + 1
-                break
-        try:
-            call = ast.parse(raw[m.start():end], mode="eval").body if end else None
-            args = [ast.literal_eval(a) if not isinstance(a, ast.Call) else
-                    [ast.literal_eval(x) for x in a.args] for a in call.args]
-            (s_title, s_type), rel, (t_title, t_type), weight = args
-            items.append({"source": {"title": s_title, "type": s_type}, "relation": {"type": rel, "weight": weight},
-                          "target": {"title": t_title, "type": t_type}})
-        except (SyntaxError, ValueError, TypeError, AttributeError):
-            bad += 1
+    calls = code_calls(raw or "")
+    items = [item for _, _, item in calls if item is not None]
+    bad = len(calls) - len(items)
     if not items and not bad:
         return [], "ok" if re.search(r"triplets\s*=\s*\[\s*\]", raw or "") or (raw or "").strip() == "]" else "no_code"
     return items, "bad_items" if bad else "ok"

@@ -176,3 +176,41 @@ def test_one_cell_end_to_end(tmp_path):
     per_entry, summary = ablation_scores({cell: out["path"]}, n_resamples=50)
     assert list(per_entry["id"]) == ["r0", "r1"] and set(per_entry["prompt"]) == {"code+r"}
     assert summary.loc[0, "n"] == 2 and summary.loc[0, "cell"] == "tiny base code+r@1"
+
+
+CALL_A = 'Triplet(Entity("Guernica", "entity"), "created_by", Entity("Pablo Picasso", "entity"), 0.9)'
+CALL_B = 'Triplet(Entity("Guernica", "entity"), "located_in", Entity("Madrid", "entity"), 0.8)'
+
+
+def test_code_guard_stops_a_repeated_call_and_closes_the_list():
+    from kgutils.decoding import CallGuard, guard_text
+    from kgutils.prompts import parse_ablation_answer
+
+    looping = f"triplets = [\n    # evidence: a, b \"c\"\n    {CALL_A},\n    {CALL_B},\n    {CALL_A.replace('Pablo Picasso', 'pablo  picasso')},\n    {CALL_B}"
+    g = CallGuard()
+    # fed token by token, the guard fires at the end of the third call (a repeat after normalisation)
+    fired = next(i for i in range(len(looping) + 1) if g.feed(looping[:i]))
+    assert looping[:fired].endswith("picasso\", \"entity\"), 0.9)")
+    kept, removed = g.close(looping[:fired], "repeat")
+    assert parse_ablation_answer(kept, "code") == (parse_ablation_answer(f"[{CALL_A}, {CALL_B}]", "code")[0], "ok")
+    assert kept.endswith("\n]") and removed.lstrip(",\n ").startswith("Triplet(") and g.n_items == 2
+    # at the budget, an open call is dropped and the list closed
+    cut = guard_text(f"triplets = [\n    {CALL_A},\n    Triplet(Entity(\"Gu", "budget", kind="code")
+    assert cut["text"] == f"triplets = [\n    {CALL_A},\n]" and cut["guard_removed"].strip() == 'Triplet(Entity("Gu'
+    # an answer the model ended itself is kept as it is; the json guard would not see these items at all
+    assert guard_text(looping, "eos", kind="code")["stop_reason"] == "repeat"
+    assert guard_text(f"[{CALL_A}]", "eos", kind="code") == {"text": f"[{CALL_A}]", "stop_reason": "eos",
+                                                              "guard_removed": ""}
+    with pytest.raises(ValueError, match="unknown guard"):
+        guard_text("x", "eos", kind="yaml")
+
+
+def test_code_calls_reads_keywords_and_rejects_other_shapes():
+    from kgutils.formats import code_calls
+
+    kw = ('Triplet(source=Entity(title="A", type="entity"), relation="part_of", '
+          'target=Entity("B", "concept"), weight=0.5)')
+    calls = code_calls(f"{kw}, Triplet(1, 2), Triplet(__import__('os').system('x'), 'a', 'b', 1), Triplet(open")
+    assert [c[2] is not None for c in calls] == [True, False, False]  # the last call never closes
+    assert calls[0][2] == {"source": {"title": "A", "type": "entity"}, "relation": {"type": "part_of", "weight": 0.5},
+                           "target": {"title": "B", "type": "concept"}}
