@@ -481,7 +481,7 @@ def ablation_findings(per_entry, metric: str = "hgr", margin: float = 0.05, alph
     bootstrap interval, the Wilcoxon signed-rank and paired permutation p-values
     (:func:`kgutils.metrics.paired_difference`) and a verdict (:func:`_verdict`; ``margin`` is the smallest
     difference that matters, on the composite's 0–1 scale). F1–F4 are pooled over every matched cell pair and
-    also given per k (``scope``); F4 uses the first model's cells, with and without fine-tuning. F5 (size)
+    also given per k (``scope``); F4 uses the first model's cells, pooled over its tunings and per tuning. F5 (size)
     compares each model with the next larger one in ``models`` (smallest first) on the cells both ran without
     fine-tuning; with two models only "size helps" can be tested, not "not monotonically".
 
@@ -518,7 +518,7 @@ def ablation_findings(per_entry, metric: str = "hgr", margin: float = 0.05, alph
                 for k in ks:
                     add(fid, claim, kind, f"k={k}", {**where, "k": k}, vary, a, b)
         else:
-            for tuning in ("base", "ft"):
+            for tuning in per_entry.loc[per_entry["model"] == models[0], "tuning"].drop_duplicates():
                 add(fid, claim, kind, tuning, {**where, "tuning": tuning}, vary, a, b)
     for small, large in zip(models, models[1:]):
         add("F5", "size helps (larger model, same cells, not fine-tuned)", "better", f"{small} → {large}",
