@@ -1,4 +1,4 @@
-"""Command line: ``python -m kgutils {run,evaluate,label,params,schema}``."""
+"""Command line: ``python -m kgutils {run,evaluate,label,params,schema,calibrate,ingest}``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,48 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .graph import calibration_outcomes, calibration_report, crossfit_calibrated, fit_calibrator
+
+    try:
+        outcomes = calibration_outcomes(args.predictions, metric=args.metric, parser=args.parser)
+        if len(outcomes) < 2:
+            raise ValueError(f"{len(outcomes)} scored prediction(s) in {', '.join(args.predictions)}: "
+                             "a calibrator needs at least 2 (and gold in the files)")
+        weights, correct, groups = outcomes["weight"], outcomes["correct"], outcomes["id"].tolist()
+        calibrator = fit_calibrator(weights, correct, args.method)
+        path = calibrator.save(args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {"calibrator": str(path), "method": calibrator.method, "n": calibrator.n,
+               "n_correct": calibrator.n_correct, "skipped_without_gold": outcomes.attrs["skipped_without_gold"]}
+    try:  # an honest "after": each passage mapped by a calibrator fitted on the other folds
+        oof = crossfit_calibrated(weights, correct, groups, k=args.folds, method=args.method)
+        rep = calibration_report(weights, correct, oof, n_resamples=args.bootstrap, groups=groups)
+        summary["crossfit"] = {"folds": args.folds, "ece_before": rep["before"]["ece"],
+                               "ece_after": rep["after"]["ece"], "brier_before": rep["before"]["brier"],
+                               "brier_after": rep["after"]["brier"], "ci": rep["ci"]}
+    except ValueError as exc:
+        summary["crossfit"] = f"not computed: {exc}"
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .graph import ingest
+
+    try:
+        report = ingest(args.predictions, args.db, calibrator=args.calibrator, neo4j_out=args.neo4j_out,
+                        parser=args.parser, fuzzy_threshold=None if args.no_fuzzy else args.fuzzy_threshold,
+                        write=args.write, show_progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kgutils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     p_schema = sub.add_parser("schema", help="print the JSON Schema of the extraction output")
     p_schema.add_argument("--out", help="write it to this file instead")
     p_schema.set_defaults(func=_schema)
+
+    p_cal = sub.add_parser("calibrate", help="fit a weight calibrator on scored predictions (JSON file)")
+    p_cal.add_argument("predictions", nargs="+", help="predictions JSONL file(s) with gold (not the ones it scores)")
+    p_cal.add_argument("--out", required=True, help="calibrator JSON to write")
+    p_cal.add_argument("--method", default="isotonic", choices=("isotonic", "platt"))
+    p_cal.add_argument("--metric", default="hgr", choices=METRICS, help="which alignment decides correctness")
+    p_cal.add_argument("--parser", default="robust", choices=("card", "robust"), help="which parse of the output")
+    p_cal.add_argument("--folds", type=int, default=5, help="cross-fitting folds (by passage) for the report")
+    p_cal.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p_cal.set_defaults(func=_calibrate)
+
+    p_ing = sub.add_parser("ingest", help="predictions -> canonical, calibrated graph in an embedded graph database")
+    p_ing.add_argument("predictions", nargs="+", help="predictions JSONL file(s)")
+    p_ing.add_argument("--db", required=True, help="ladybug database file (created when missing)")
+    p_ing.add_argument("--calibrator", help="calibrator JSON (python -m kgutils calibrate); default: raw weights")
+    p_ing.add_argument("--neo4j-out", help="also write neo4j-admin import CSVs and a MERGE script here")
+    p_ing.add_argument("--parser", default="robust", choices=("card", "robust"), help="which parse of the output")
+    p_ing.add_argument("--fuzzy-threshold", type=float, default=92.0,
+                       help="rapidfuzz token_sort_ratio (0-100) for alias merges")
+    p_ing.add_argument("--no-fuzzy", action="store_true", help="merge aliases by normalised title only")
+    p_ing.add_argument("--write", default="bulk", choices=("bulk", "rows"),
+                       help="bulk: LOAD FROM DataFrames (COPY into an empty database); rows: one MERGE per row")
+    p_ing.add_argument("--no-progress", action="store_true")
+    p_ing.set_defaults(func=_ingest)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -42,6 +42,10 @@ RELATIONS: tuple[str, ...] = (
     "predecessor_of",
 )
 RELATION_SET: frozenset[str] = frozenset(RELATIONS)
+# Relations whose direction carries no meaning: "A contrasts_with B" states exactly what "B contrasts_with A" does.
+# Every other relation is directed (part_of, extends, predecessor_of, ... read one way only). The graph stores a
+# symmetric edge once, endpoints ordered (kgutils.graph).
+SYMMETRIC_RELATIONS: frozenset[str] = frozenset({"contrasts_with"})
 
 ENTITY_TYPES: tuple[str, ...] = ("entity", "concept")
 ENTITY_TYPE_SET: frozenset[str] = frozenset(ENTITY_TYPES)

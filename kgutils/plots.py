@@ -447,3 +447,148 @@ def ablation_effects(findings: Any, title: str = "Seed findings: paired effects 
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="lower right")
     return _finish(fig, ax, title, "effect on the per-passage composite (b − a)", legend=False)
+
+
+def reliability_diagram(before_bins: Sequence[dict[str, Any]], after_bins: Sequence[dict[str, Any]], ax: Any = None,
+                        labels: tuple[str, str] = ("model weight", "calibrated"),
+                        title: str = "Reliability before and after calibration"):
+    """Reliability of weights before and after calibration on one diagram (08).
+
+    Args:
+        before_bins, after_bins: bins of :func:`kgutils.metrics.calibration_summary` (``mean_weight``,
+            ``accuracy``, ``count``), e.g. ``report["before"]["bins"]`` of :func:`kgutils.graph.calibration_report`.
+        ax: draw into this axes (a new figure when ``None``).
+        labels: legend labels of the two curves.
+        title: axes title.
+
+    Returns:
+        The figure. Marker areas follow the bin counts; empty bins are left out.
+    """
+    if ax is None:
+        sns.set_theme(style="whitegrid", context="notebook")
+        fig, ax = plt.subplots(figsize=(5.2, 4.8))
+    else:
+        fig = ax.figure
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    for bins, label, color, marker in ((before_bins, labels[0], sns.color_palette("deep")[3], "o"),
+                                       (after_bins, labels[1], sns.color_palette("deep")[0], "s")):
+        used = [b for b in bins if b.get("count")]
+        if not used:
+            continue
+        biggest = max(b["count"] for b in used)
+        xs, ys = [b["mean_weight"] for b in used], [b["accuracy"] for b in used]
+        n = sum(b["count"] for b in used)
+        ax.plot(xs, ys, marker=marker, color=color, label=f"{label} (n={n})")
+        ax.scatter(xs, ys, s=[20 + 200 * b["count"] / biggest for b in used], color=color, alpha=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("share correct (matched to gold)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def degree_distribution(degrees: Sequence[int] | Any, ax: Any = None, title: str = "Degree distribution"):
+    """Number of entities per degree, on log-log axes (08).
+
+    Args:
+        degrees: one degree per entity (e.g. ``GraphStore.degrees()["degree"]`` or ``Graph.degrees()["degree"]``);
+            entities of degree 0 are counted in the caption only (a log axis has no 0).
+        ax: draw into this axes (a new figure when ``None``).
+        title: axes title.
+
+    Returns:
+        The figure.
+    """
+    from collections import Counter
+
+    values = [int(d) for d in degrees]
+    counts = Counter(d for d in values if d > 0)
+    if ax is None:
+        sns.set_theme(style="whitegrid", context="notebook")
+        fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    else:
+        fig = ax.figure
+    if counts:
+        xs = sorted(counts)
+        ax.scatter(xs, [counts[x] for x in xs], color=sns.color_palette("deep")[0], s=28)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no edges", ha="center", va="center", transform=ax.transAxes)
+    n_zero = sum(1 for d in values if d == 0)
+    ax.set_xlabel("degree (relation edges, either direction)")
+    ax.set_ylabel("entities")
+    ax.set_title(f"{title}\n{len(values)} entities, mean degree {np.mean(values) if values else 0:.2f}"
+                 + (f", {n_zero} isolated" if n_zero else ""), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_subgraph(edges: Any, center: str | None = None, ax: Any = None, max_edges: int = 40, seed: int = 0,
+                  title: str = "Subgraph"):
+    """Draw a small subgraph: entities as labelled points, edges as arrows labelled with the relation, the arrow
+    width and darkness following the calibrated confidence (08).
+
+    Args:
+        edges: a frame with ``source, target, relation, source_title, target_title, calibrated`` (e.g.
+            ``GraphStore.neighbourhood(...)`` or rows of ``Graph.edges``); the ``max_edges`` most confident edges
+            are drawn.
+        center: id of an entity to highlight (the neighbourhood's centre).
+        ax: draw into this axes (a new figure when ``None``).
+        max_edges: most edges drawn.
+        seed: layout seed.
+        title: axes title.
+
+    Returns:
+        The figure. The layout is networkx's spring layout when networkx is installed, else a circle.
+    """
+    sns.set_theme(style="white", context="notebook")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 6.5))
+    else:
+        fig = ax.figure
+    ax.axis("off")
+    ax.set_title(title)
+    if edges is None or len(edges) == 0:
+        ax.text(0.5, 0.5, "no edges", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    frame = edges.sort_values("calibrated", ascending=False).head(max_edges)
+    titles: dict[str, str] = {}
+    for s, st, t, tt in zip(frame["source"], frame["source_title"], frame["target"], frame["target_title"]):
+        titles.setdefault(s, st)
+        titles.setdefault(t, tt)
+    ids = list(titles)
+    try:
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(ids)
+        g.add_edges_from(zip(frame["source"], frame["target"]))
+        pos = {k: np.asarray(v) for k, v in nx.spring_layout(g, seed=seed, k=1.5 / max(len(ids), 1) ** 0.5).items()}
+    except ImportError:
+        angles = np.linspace(0, 2 * np.pi, len(ids), endpoint=False)
+        pos = {i: np.array([np.cos(a), np.sin(a)]) for i, a in zip(ids, angles)}
+    cmap = plt.get_cmap("Blues")
+    for s, t, rel, c in zip(frame["source"], frame["target"], frame["relation"], frame["calibrated"]):
+        c = float(c)
+        ax.annotate("", xy=pos[t], xytext=pos[s], arrowprops={"arrowstyle": "-|>", "color": cmap(0.35 + 0.65 * c),
+                                                             "lw": 0.6 + 2.4 * c, "shrinkA": 8, "shrinkB": 8})
+        mid = (pos[s] + pos[t]) / 2
+        ax.text(mid[0], mid[1], rel, fontsize=6.5, color="0.25", ha="center", va="center",
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+    for i in ids:
+        is_center = i == center
+        ax.scatter(*pos[i], s=220 if is_center else 90, color=sns.color_palette("deep")[3 if is_center else 0],
+                   zorder=3, edgecolors="white")
+        ax.text(pos[i][0], pos[i][1] + 0.06, titles[i][:40], fontsize=8, ha="center", va="bottom", zorder=4,
+                fontweight="bold" if is_center else "normal",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    xy = np.array(list(pos.values()))
+    pad = 0.25
+    ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
+    ax.set_ylim(xy[:, 1].min() - pad, xy[:, 1].max() + pad)
+    fig.tight_layout()
+    return fig
