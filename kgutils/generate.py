@@ -361,11 +361,13 @@ def render_messages(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
 
 
-def _gold_of(row: dict[str, Any]) -> list:
+def _gold_of(row: dict[str, Any]) -> list | None:
+    """The row's gold items; ``None`` for a passage without labels (08's unlabelled held-out passages), so no
+    reader mistakes it for a passage whose gold answer is empty."""
     for key in ("triplets", "gold", "gold_parsed"):
         if key in row:
             return row[key] if isinstance(row[key], list) else []
-    return []
+    return None
 
 
 def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:

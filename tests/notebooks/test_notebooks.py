@@ -174,3 +174,23 @@ def test_ablation_notebook_smoke_outputs():
     assert {"F1", "F2", "F3a", "F3b"} <= untested
     for fig in ("07_grid_hgr", "07_grid_corrected", "07_shots", "07_findings", "07_loss"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000
+
+
+def test_graph_notebook_smoke_outputs():
+    """08 on smoke: 03's tiny model over held-out passages, the graph ingested twice with nothing changed, the
+    Neo4j files written and the figures drawn."""
+    run_dir = runner.repo_root() / "data" / "runs" / "08_graph_ingest" / "pytest-smoke"
+    if not (run_dir / "metrics.json").is_file():
+        pytest.skip("08 smoke run not present (run with the notebooks tests)")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["generation"]["n"] == 6
+    ingest = metrics["ingest"]
+    assert ingest["idempotent"] is True and ingest["counts_first"] == ingest["counts_second"]
+    report = metrics["graph"]
+    assert report["passages"] == 6
+    assert report["triplets_in"] == report["kept"] + sum(report["dropped"].values())  # nothing lost silently
+    assert ingest["counts_first"]["edges"] == report["edges"]
+    header = (run_dir / "neo4j" / "nodes.csv").read_text().splitlines()[0]
+    assert header == "key:ID(Entity),title,type,:LABEL"
+    assert (run_dir / "neo4j" / "load.cypher").read_text().splitlines()[1].startswith("CREATE CONSTRAINT")
+    assert (run_dir / "figures" / "08_degrees.png").stat().st_size > 1000

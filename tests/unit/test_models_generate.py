@@ -92,6 +92,24 @@ def test_predict_file_writes_rows_and_resumes(tiny_qwen3, tmp_path):
     assert [r["pred_raw"] for r in rows3] == [r["pred_raw"] for r in rows]
 
 
+def test_predict_file_keeps_unlabelled_passages_apart_from_empty_gold(tiny_qwen3, tmp_path):
+    """A passage without labels gets gold null (not []), so 08's calibration never scores it as "gold is empty";
+    a passage whose gold is empty keeps []. The scorer refuses the unlabelled one by name."""
+    from kgutils.evaluation import load_predictions
+    from kgutils.graph import calibration_outcomes, read_predictions
+
+    rows = [{"id": "lab", "text": "BERT was developed by Google.", "triplets": []},
+            {"id": "unl", "text": "Rust is a programming language."}]
+    out = tmp_path / "p.jsonl"
+    predict_file(tiny_qwen3, rows, out, batch_size=2, max_new_tokens=6, progress=False)
+    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert recs["lab"]["gold_parsed"] == [] and recs["unl"]["gold_parsed"] is None
+    assert [e["gold"] for e in read_predictions(out)] == [[], None]
+    assert calibration_outcomes(out).attrs["skipped_without_gold"] == 1
+    with pytest.raises(ValueError, match="row 2 has no gold"):
+        load_predictions(out)
+
+
 def test_predict_file_rejects_bad_input(tiny_qwen3, tmp_path):
     with pytest.raises(ValueError, match="passage 'x' has no text"):
         predict_file(tiny_qwen3, [{"id": "x", "text": " "}], tmp_path / "p.jsonl", progress=False)
