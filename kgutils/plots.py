@@ -436,7 +436,8 @@ def ablation_effects(findings: Any, title: str = "Seed findings: paired effects 
     for i, r in frame.iterrows():
         ax.errorbar(r["effect"], i, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt="o",
                     color=palette.get(r["verdict"], "k"), capsize=3)
-        labels.append(f"{r['finding']} {r['b']} vs {r['a']} ({r['scope']})")
+        labels.append(f"{r['finding']} {r['scope']}" if r["a"].startswith("model=") else
+                      f"{r['finding']} {r['b']} vs {r['a']} ({r['scope']})")
     ax.axvline(0, color="0.5", lw=0.8)
     ax.set_yticks(range(len(frame)), labels, fontsize=7)
     for tick, scope in zip(ax.get_yticklabels(), frame["scope"]):
@@ -445,7 +446,7 @@ def ablation_effects(findings: Any, title: str = "Seed findings: paired effects 
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in palette.items()
                if v in set(frame["verdict"])]
     if handles:
-        ax.legend(handles=handles, fontsize=7, loc="lower right")
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _finish(fig, ax, title, "effect on the per-passage composite (b − a)", legend=False)
 
 
