@@ -448,56 +448,10 @@ def _prefix_cache(model: Any, ids_all: Sequence[Sequence[int]], enabled: bool) -
     return n_prefix, cache
 
 
-def _grow_update(layer: Any, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    """``DynamicLayer.update`` with amortised growth: keys and values are views of buffers with spare room on the
-    time axis, doubled when full, so a decoding step writes one column instead of copying the whole cache
-    (``torch.cat`` at every step makes long prompts with long answers quadratic). Whenever the layer's tensors are
-    no longer the buffers' views (rows selected, columns trimmed, batches merged, a deep copy), the next step
-    starts new buffers from them. Values are the same as with concatenation."""
-    import torch
-
-    if not layer.is_initialized:
-        layer.lazy_initialization(key_states, value_states)
-    keys, add = layer.keys, key_states.shape[-2]
-    if keys is None or keys.numel() == 0:
-        n = 0
-    else:
-        n = keys.shape[-2]
-    kbuf, vbuf = getattr(layer, "_kbuf", None), getattr(layer, "_vbuf", None)
-    fits = (n > 0 and kbuf is not None and keys.data_ptr() == kbuf.data_ptr() and keys.stride() == kbuf.stride()
-            and layer.values.data_ptr() == vbuf.data_ptr() and keys.shape[:2] == kbuf.shape[:2]
-            and keys.shape[-1] == kbuf.shape[-1] and n + add <= kbuf.shape[-2])
-    if not fits:
-        if n == 0:
-            layer.keys, layer.values = key_states, value_states
-            layer._kbuf = layer._vbuf = None
-            return layer.keys, layer.values
-        cap = max(2 * (n + add), 64)
-        shape = (*key_states.shape[:2], cap, key_states.shape[-1])
-        kbuf = torch.empty(shape, dtype=keys.dtype, device=keys.device)
-        vbuf = torch.empty((*value_states.shape[:2], cap, value_states.shape[-1]), dtype=layer.values.dtype,
-                           device=keys.device)
-        kbuf[..., :n, :] = keys
-        vbuf[..., :n, :] = layer.values
-        layer._kbuf, layer._vbuf = kbuf, vbuf
-    kbuf[..., n:n + add, :] = key_states
-    vbuf[..., n:n + add, :] = value_states
-    layer.keys, layer.values = kbuf[..., :n + add, :], vbuf[..., :n + add, :]
-    return layer.keys, layer.values
-
-
 def _new_cache(model: Any) -> Any:
-    """A ``DynamicCache`` whose full-attention layers grow by amortised doubling (:func:`_grow_update`)."""
-    from types import MethodType
-
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
-    cache = DynamicCache(config=model.config)
-    for layer in getattr(cache, "layers", []):
-        if type(layer) is DynamicLayer:
-            layer.update = MethodType(_grow_update, layer)
-    return cache
+    return DynamicCache(config=model.config)
 
 
 def _left_pad_time(t: Any, width: int) -> Any:

@@ -197,16 +197,16 @@ def test_loop_reproduces_transformers_generate(arch, tiny_llama):
         assert all(g["stop_reason"] in ("eos", "budget") and g["guard_removed"] == "" for g in gens)
 
 
-def test_amortised_cache_growth_keeps_answers_identical(tiny_llama):
-    """Long answers from short prompts make the cache buffers double several times (64, 130, ... columns), while
-    rows leave and join the batch: the answers still equal transformers' generate."""
+def test_long_answers_with_rows_leaving_and_joining_equal_generate(tiny_llama):
+    """Long answers (150 new tokens) from short prompts, with rows leaving and joining the batch: the answers
+    still equal transformers' generate."""
     from kgutils.generate import generate_texts
 
     prompts = ["Hello", "One two three", "A much longer opening line with several more tokens in it", "Short"]
     ref = _reference_generate(tiny_llama, prompts, 3, 150)
     gens = generate_texts(tiny_llama, prompts, batch_size=3, max_new_tokens=150, progress=False, guard=False)
     assert [g["text"] for g in gens] == ref
-    assert max(g["n_new_tokens"] for g in gens) > 130  # past the second doubling
+    assert max(g["n_new_tokens"] for g in gens) > 130
 
 
 class _Scripted:
