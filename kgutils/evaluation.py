@@ -25,12 +25,38 @@ PARSERS = ("card", "robust")
 AXES = ("schema", "entity_f1", "relation_acc", "weight", "grounding", "composite")
 
 
-def load_predictions(path: str | Path, parser: str = "card") -> list[dict[str, Any]]:
-    """Read a predictions file into metric entries ``{id, prompt, gold, pred, parse_status}``.
+def choose_prediction(row: Any, parser: str = "card", where: str = "") -> tuple[str, Any, Any, str]:
+    """``(prompt, gold, pred, parse_status)`` of one predictions row, the prediction chosen by ``parser``.
 
-    Both layouts are read by :func:`kgutils.metrics.read_entry`; ``parser="robust"`` then replaces the
-    prediction by the repaired parse (stored ``pred_repaired``, or :func:`kgutils.formats.parse_output` of
-    ``pred_raw``).
+    Both layouts are read by :func:`kgutils.metrics.read_entry`. ``"card"`` keeps the stored card parse
+    (``pred_parsed``; else the card's parse of ``pred_raw``) with its stored status (else the card parse's status
+    of the raw text); ``"robust"`` takes the repaired parse (stored ``pred_repaired``, or
+    :func:`kgutils.formats.parse_output` of ``pred_raw``). ``gold`` is returned as found (``None`` when absent).
+
+    Raises:
+        ValueError: on an unknown parser, or a row without the prediction the parser reads (``where`` names the
+            file and row in the message).
+    """
+    if parser not in PARSERS:
+        raise ValueError(f"unknown parser {parser!r}; choose one of {list(PARSERS)}")
+    prompt, gold, pred, status = read_entry(row)
+    raw = row.get("pred_raw") if isinstance(row, dict) else None
+    if parser == "robust" and isinstance(row, dict) and "pred_repaired" in row:
+        return prompt, gold, row["pred_repaired"], row.get("repair_status", "ok")
+    if pred is None and not isinstance(raw, str):
+        fields = "pred_parsed, pred, pred_repaired, pred_raw" if parser == "robust" else "pred_parsed, pred, pred_raw"
+        raise ValueError(f"{where or 'row'} has none of {fields}")
+    if parser == "robust" and isinstance(raw, str):
+        repaired = parse_output(raw)
+        return prompt, gold, repaired.items, repaired.status
+    # The stored card-parse status, else the card parse of the raw text, else the parsed list was given.
+    status = row.get("parse_status") or status or (parse_card_output(raw)[1] if isinstance(raw, str) else "ok")
+    return prompt, gold, pred, status
+
+
+def load_predictions(path: str | Path, parser: str = "card") -> list[dict[str, Any]]:
+    """Read a predictions file into metric entries ``{id, prompt, gold, pred, parse_status}``, the prediction
+    chosen by :func:`choose_prediction`.
 
     Raises:
         ValueError: on an unknown parser, or a row without gold or without a prediction (the message names
@@ -40,20 +66,9 @@ def load_predictions(path: str | Path, parser: str = "card") -> list[dict[str, A
         raise ValueError(f"unknown parser {parser!r}; choose one of {list(PARSERS)}")
     entries = []
     for n, row in enumerate(read_jsonl(path)):
-        prompt, gold, pred, status = read_entry(row)
-        raw = row.get("pred_raw")
+        prompt, gold, pred, status = choose_prediction(row, parser, f"{path}: row {n + 1}")
         if gold is None:
             raise ValueError(f"{path}: row {n + 1} has no gold_parsed/gold field")
-        if pred is None and not isinstance(raw, str):
-            raise ValueError(f"{path}: row {n + 1} has none of pred_parsed, pred, pred_raw")
-        if parser == "robust" and "pred_repaired" in row:
-            pred, status = row["pred_repaired"], row.get("repair_status", "ok")
-        elif parser == "robust" and isinstance(raw, str):
-            repaired = parse_output(raw)
-            pred, status = repaired.items, repaired.status
-        else:
-            # The stored card-parse status, else the card parse of the raw text, else the parsed list was given.
-            status = row.get("parse_status") or status or (parse_card_output(raw)[1] if isinstance(raw, str) else "ok")
         entries.append(
             {"id": str(row.get("id", n)), "prompt": prompt or row.get("text") or "", "gold": gold, "pred": pred,
              "parse_status": status}

@@ -59,9 +59,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .formats import parse_output
+from .evaluation import PARSERS, choose_prediction
 from .io import progress, read_jsonl, resolve, write_json
-from .metrics import _EPS, calibration_summary, normalize_title, normalize_type, read_entry, score_entry
+from .metrics import _EPS, calibration_summary, normalize_title, normalize_type, score_entry
 from .ontology import ENTITY_TYPE_SET, RELATIONS, SYMMETRIC_RELATIONS
 
 __all__ = [
@@ -88,7 +88,6 @@ __all__ = [
     "ingest",
 ]
 
-PARSERS = ("card", "robust")
 # Why an item did not become an edge, in the order the checks run.
 DROP_REASONS: tuple[str, ...] = (
     "not_an_object",  # the item is not a JSON object
@@ -153,9 +152,9 @@ def _as_paths(source: Any) -> list[Path] | None:
 def read_predictions(paths: str | Path | Sequence[str | Path], parser: str = "robust") -> list[dict[str, Any]]:
     """Read prediction files into entries for :func:`build_graph` and :func:`calibration_outcomes`.
 
-    The prediction is chosen as in :func:`kgutils.evaluation.load_predictions`: ``"robust"`` takes the stored
-    ``pred_repaired`` (or :func:`kgutils.formats.parse_output` of ``pred_raw``), ``"card"`` the stored
-    ``pred_parsed`` (or the card's parse of ``pred_raw``). Unlike that function, gold is optional.
+    The prediction is chosen by :func:`kgutils.evaluation.choose_prediction` (as
+    :func:`kgutils.evaluation.load_predictions` does): ``"robust"`` takes the repaired parse, ``"card"`` the
+    card's. Unlike that function, gold is optional.
 
     Args:
         paths: One JSONL file or several.
@@ -182,17 +181,7 @@ def read_predictions(paths: str | Path | Sequence[str | Path], parser: str = "ro
         if not p.is_file():
             raise FileNotFoundError(f"predictions file not found: {p}")
         for n, row in enumerate(read_jsonl(p)):
-            prompt, gold, pred, status = read_entry(row)
-            raw = row.get("pred_raw")
-            if pred is None and not isinstance(raw, str) and "pred_repaired" not in row:
-                raise ValueError(f"{p}: row {n + 1} has none of pred_parsed, pred, pred_repaired, pred_raw")
-            if parser == "robust" and "pred_repaired" in row:
-                pred, status = row["pred_repaired"], row.get("repair_status", "ok")
-            elif parser == "robust" and isinstance(raw, str):
-                repaired = parse_output(raw)
-                pred, status = repaired.items, repaired.status
-            else:
-                status = row.get("parse_status") or status or "ok"
+            prompt, gold, pred, status = choose_prediction(row, parser, f"{p}: row {n + 1}")
             if isinstance(pred, dict):
                 pred = [pred]
             elif not isinstance(pred, list):
