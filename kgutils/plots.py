@@ -107,22 +107,33 @@ def reliability(results: Sequence[tuple[str, dict[str, Any]]], title: str = "Wei
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     palette = sns.color_palette("deep", len(results))
     for (label, cal), color in zip(results, palette):
-        bins = [b for b in (cal or {}).get("bins", []) if b.get("count")]
-        if not bins:
-            continue
-        xs = [b["mean_weight"] for b in bins]
-        ys = [b["accuracy"] for b in bins]
-        sizes = [20 + 180 * b["count"] / max(x["count"] for x in bins) for b in bins]
-        ece = cal.get("ece")
+        ece = (cal or {}).get("ece")
         lab = f"{label} (ECE {ece:.3f}, n={cal.get('n')})" if ece is not None else label
-        ax.plot(xs, ys, marker="o", color=color, label=lab)
-        ax.scatter(xs, ys, s=sizes, color=color, alpha=0.35)
+        _reliability_curve(ax, (cal or {}).get("bins", []), lab, color, "o", size=180, alpha=0.35)
+    return _reliability_finish(fig, ax, title, "predicted weight (bin mean)", "share of predictions that match gold",
+                               legend_size=7)
+
+
+def _reliability_curve(ax: Any, bins: Sequence[dict[str, Any]], label: str, color: Any, marker: str, *,
+                       size: float, alpha: float) -> None:
+    """One reliability curve: bin mean weight against bin accuracy, marker areas following the bin counts; empty
+    bins are left out."""
+    used = [b for b in bins if b.get("count")]
+    if not used:
+        return
+    biggest = max(b["count"] for b in used)
+    xs, ys = [b["mean_weight"] for b in used], [b["accuracy"] for b in used]
+    ax.plot(xs, ys, marker=marker, color=color, label=label)
+    ax.scatter(xs, ys, s=[20 + size * b["count"] / biggest for b in used], color=color, alpha=alpha)
+
+
+def _reliability_finish(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str, legend_size: int) -> Any:
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("predicted weight (bin mean)")
-    ax.set_ylabel("share of predictions that match gold")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=legend_size, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -473,22 +484,10 @@ def reliability_diagram(before_bins: Sequence[dict[str, Any]], after_bins: Seque
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     for bins, label, color, marker in ((before_bins, labels[0], sns.color_palette("deep")[3], "o"),
                                        (after_bins, labels[1], sns.color_palette("deep")[0], "s")):
-        used = [b for b in bins if b.get("count")]
-        if not used:
-            continue
-        biggest = max(b["count"] for b in used)
-        xs, ys = [b["mean_weight"] for b in used], [b["accuracy"] for b in used]
-        n = sum(b["count"] for b in used)
-        ax.plot(xs, ys, marker=marker, color=color, label=f"{label} (n={n})")
-        ax.scatter(xs, ys, s=[20 + 200 * b["count"] / biggest for b in used], color=color, alpha=0.3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("predicted probability (bin mean)")
-    ax.set_ylabel("share correct (matched to gold)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+        n = sum(b["count"] for b in bins if b.get("count"))
+        _reliability_curve(ax, bins, f"{label} (n={n})", color, marker, size=200, alpha=0.3)
+    return _reliability_finish(fig, ax, title, "predicted probability (bin mean)", "share correct (matched to gold)",
+                               legend_size=8)
 
 
 def degree_distribution(degrees: Sequence[int] | Any, ax: Any = None, title: str = "Degree distribution"):
