@@ -422,6 +422,13 @@ def ablation_scores(paths: dict[AblationCell, str | Path], n_resamples: int = 10
     return pd.DataFrame(entries), pd.DataFrame(summary)
 
 
+def _select(frame, where: dict[str, Any] | None):
+    """The rows of ``frame`` whose columns equal ``where``'s values (or lie in them, for a list)."""
+    for key, value in (where or {}).items():
+        frame = frame[frame[key].isin(value) if isinstance(value, (list, tuple, set)) else frame[key] == value]
+    return frame
+
+
 def paired_cells(per_entry, vary: str, a: Any, b: Any, where: dict[str, Any] | None = None,
                  metric: str = "hgr") -> dict[str, Any]:
     """Per-passage scores of two sides of a comparison, paired over the same passages.
@@ -430,27 +437,22 @@ def paired_cells(per_entry, vary: str, a: Any, b: Any, where: dict[str, Any] | N
     the other factors; each passage's score on a side is its mean over the matched cells. Returns ``{"ids", "a",
     "b", "pairs"}`` where ``pairs`` names the matched cells (empty when no cell has both sides).
     """
-    frame = per_entry
-    for key, value in (where or {}).items():
-        frame = frame[frame[key].isin(value) if isinstance(value, (list, tuple, set)) else frame[key] == value]
+    frame = _select(per_entry, where)
     others = [f for f in ABLATION_FACTORS if f != vary]
     side_a, side_b = frame[frame[vary] == a], frame[frame[vary] == b]
-    keys_a = {tuple(r) for r in side_a[others].drop_duplicates().itertuples(index=False)}
-    keys_b = {tuple(r) for r in side_b[others].drop_duplicates().itertuples(index=False)}
-    common = sorted(keys_a & keys_b, key=str)
-    if not common:
+    matched = ({tuple(r) for r in side_a[others].itertuples(index=False)}
+               & {tuple(r) for r in side_b[others].itertuples(index=False)})
+    if not matched:
         return {"ids": [], "a": [], "b": [], "pairs": []}
 
     def side(part):
-        part = part[[tuple(r) in set(common) for r in part[others].itertuples(index=False)]]
+        part = part[[tuple(r) in matched for r in part[others].itertuples(index=False)]]
         return part.groupby("id")[metric].mean()
 
     sa, sb = side(side_a), side(side_b)
     ids = sorted(set(sa.index) & set(sb.index))
-    pairs = []
-    for key in common:
-        fixed = dict(zip(others, key))
-        pairs.append(" ".join(f"{f}={fixed[f]}" for f in others if f != "model" or len(frame["model"].unique()) > 1))
+    named = [f for f in others if f != "model" or frame["model"].nunique() > 1]
+    pairs = [" ".join(f"{f}={dict(zip(others, key))[f]}" for f in named) for key in sorted(matched, key=str)]
     return {"ids": ids, "a": [float(sa[i]) for i in ids], "b": [float(sb[i]) for i in ids], "pairs": pairs}
 
 
@@ -525,10 +527,7 @@ def ablation_findings(per_entry, metric: str = "hgr", margin: float = 0.05, alph
         where = {**first, **where}
         add(fid, claim, kind, "pooled", where, vary, a, b)
         if vary != "k":
-            scope = per_entry
-            for key, value in where.items():
-                scope = scope[scope[key] == value]
-            ks = sorted(scope["k"].unique())
+            ks = sorted(_select(per_entry, where)["k"].unique())
             if len(ks) > 1:
                 for k in ks:
                     add(fid, claim, kind, f"k={k}", {**where, "k": k}, vary, a, b)
