@@ -585,6 +585,26 @@ def finalize(example: dict, difficulty: float | None = None) -> dict:
     return {k: rec[k] for k in _RECORD_FIELDS}
 
 
+def held_out_passages(corpus: Sequence[dict], train: Sequence[dict], labelled: Sequence[dict] = ()) -> list[dict]:
+    """The passages of ``corpus`` (01's) that the training split does not hold, in corpus order (08's input).
+
+    A hard negative stripped from a passage (``derived_from``) counts as that passage: its text is the passage's
+    with relations removed. Each held-out passage gets ``triplets`` from ``labelled`` (val and test records) where
+    one holds it; the others get no ``triplets`` key, so nothing reads them as passages with no facts.
+    """
+    trained = {r["id"] for r in train} | {r["derived_from"] for r in train if r.get("derived_from")}
+    gold = {r["id"]: r["triplets"] for r in labelled}
+    out = []
+    for p in corpus:
+        if p["id"] in trained:
+            continue
+        row = {k: v for k, v in p.items() if k != "triplets"}
+        if p["id"] in gold:
+            row["triplets"] = gold[p["id"]]
+        out.append(row)
+    return out
+
+
 def save_splits(splits: dict[str, list[dict]], folder: str | Path) -> dict[str, Path]:
     """Write ``train/val/test.jsonl`` and the same splits as a ``datasets`` DatasetDict (``dataset/``)."""
     from datasets import Dataset, DatasetDict, Features, List, Value

@@ -534,3 +534,15 @@ def test_validate_answers_counts_items_repairs_and_unusable_answers():
     assert [d["id"] for d in report.drops] == ["a", "e"] and "born_in" in report.drops[0]["reason"]
     assert report.unusable == [{"id": "b", "reason": "answer not usable: no_json"},
                                {"id": "e", "reason": "no valid triplet left after schema validation"}]
+
+
+def test_held_out_passages_leave_out_training_and_its_stripped_copies():
+    from kgutils.curate import held_out_passages
+
+    corpus = [{"id": f"p{i}", "text": f"passage {i}", "triplets": ["stale"]} for i in range(5)]
+    train = [{"id": "p0", "triplets": []}, {"id": "p1~neg", "derived_from": "p1", "triplets": []}]
+    labelled = [{"id": "p2", "triplets": [{"x": 1}]}, {"id": "p3", "triplets": []}]
+    out = held_out_passages(corpus, train, labelled)
+    assert [p["id"] for p in out] == ["p2", "p3", "p4"]
+    assert out[0]["triplets"] == [{"x": 1}] and out[1]["triplets"] == []
+    assert "triplets" not in out[2]  # unlabelled: no gold, not "no facts"
