@@ -957,15 +957,16 @@ def demo_pool(train: list[dict[str, Any]], exclude: Sequence[dict[str, Any]] = (
 
 
 def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: Any, out_path: str | Path, *,
-                          batch_size: int = 8, max_new_tokens: int = 512, guard: bool = True,
-                          progress: bool = True) -> dict[str, Any]:
+                          batch_size: int = 8, max_new_tokens: int = 512, rationale_tokens: int = 0,
+                          guard: bool = True, progress: bool = True) -> dict[str, Any]:
     """Predictions of one cell of 07's grid (:class:`kgutils.evaluation.AblationCell`) through :func:`predict_file`:
     the cell's prompt (:func:`kgutils.prompts.ablation_messages`) after ``cell.k`` demonstrations from ``pool``
     (the same for every passage, so their tokens form a shared prefix computed once), and the style's parser
     (:func:`kgutils.prompts.parse_ablation_answer`) back to the graph format. Free decoding: the ontology grammar
     forces a JSON array, which neither code answers nor rationales are. With ``guard``, each style gets the loop
     and budget guard that reads its answers (``json``, or ``code``: :class:`kgutils.decoding.CallGuard`), so a
-    looping answer is cut the same way in both styles.
+    looping answer is cut the same way in both styles. A cell with a rationale gets ``rationale_tokens`` more
+    than ``max_new_tokens``.
 
     Returns:
         :func:`predict_file`'s summary with ``demo_ids`` (passage id -> the ids of its demonstrations).
@@ -975,7 +976,8 @@ def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: 
     style_guard = ("code" if cell.style == "code" else "json") if guard else False
     demos = {str(r.get("id", n)): pool.pick({**r, "dataset": "passages", "id": r.get("id", n)}, cell.k, shared=True)
              for n, r in enumerate(rows)}
-    out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=max_new_tokens, guard=style_guard,
+    budget = max_new_tokens + (rationale_tokens if cell.rationale else 0)
+    out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=budget, guard=style_guard,
                        progress=progress,
                        messages=lambda r: ablation_messages(r, cell.style, cell.rationale, demos[str(r["id"])]),
                        parse=lambda raw: parse_ablation_answer(raw, cell.style))

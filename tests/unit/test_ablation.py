@@ -165,7 +165,7 @@ def test_one_cell_end_to_end(tmp_path):
                      rows)
     cell = AblationCell("tiny", "base", "code", True, 1)
     out = predict_ablation_cell(lm, cell, rows, pool, tmp_path / "c.jsonl", batch_size=2, max_new_tokens=6,
-                                progress=False)
+                                rationale_tokens=4, progress=False)
     assert out["demo_ids"] == {"r0": ["d1"], "r1": ["d1"]}
     zero = predict_ablation_cell(lm, AblationCell("tiny", "base", "code", True, 0), rows, pool, tmp_path / "z.jsonl",
                                  batch_size=2, max_new_tokens=6, progress=False)
@@ -173,6 +173,10 @@ def test_one_cell_end_to_end(tmp_path):
     n_prompt = [[json.loads(x)["n_prompt_tokens"] for x in (tmp_path / f).read_text().splitlines()]
                 for f in ("c.jsonl", "z.jsonl")]
     assert all(a > b + 20 for a, b in zip(*n_prompt))  # the demonstration's turns are in the k = 1 prompt
+    budgets = [[(r["stop_reason"], r["n_new_tokens"]) for r in map(json.loads, (tmp_path / f).read_text().splitlines())]
+               for f in ("c.jsonl", "z.jsonl")]
+    assert all(n <= 10 and (s != "budget" or n == 10) for s, n in budgets[0])  # rationale: 6 + 4 tokens
+    assert all(n <= 6 and (s != "budget" or n == 6) for s, n in budgets[1])  # no extra budget given
     per_entry, summary = ablation_scores({cell: out["path"]}, n_resamples=50)
     assert list(per_entry["id"]) == ["r0", "r1"] and set(per_entry["prompt"]) == {"code+r"}
     assert summary.loc[0, "n"] == 2 and summary.loc[0, "cell"] == "tiny base code+r@1"
