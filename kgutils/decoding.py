@@ -64,6 +64,28 @@ def item_key(item: Any) -> Any:
     return ("value", _norm(item))
 
 
+def is_self_loop(key: Any) -> bool:
+    """True for the :func:`item_key` of a graph item whose source and target titles are the same after
+    normalisation (the card's scorer drops such a prediction and counts it against grounding; the graph cannot
+    hold it)."""
+    return isinstance(key, tuple) and len(key) == 4 and key[0] == "graph" and bool(key[1]) and key[1] == key[3]
+
+
+def _remove_spans(text: str, spans: list[tuple[int, int]]) -> tuple[str, list[str]]:
+    """``text`` without the item ``spans`` (each with the comma that joined it to its neighbour), and the removed
+    items' texts."""
+    removed = [text[a:b] for a, b in spans]
+    for a, b in sorted(spans, reverse=True):
+        after = b + len(text[b:]) - len(text[b:].lstrip())
+        before = len(text[:a].rstrip())
+        if after < len(text) and text[after] == ",":
+            b = after + 1
+        elif before > 0 and text[before - 1] == ",":
+            a = before - 1
+        text = text[:a] + text[b:]
+    return text, removed
+
+
 @dataclass
 class AnswerGuard:
     """Incremental scanner of one answer (see the module docstring). Feed it the answer text as it grows.
@@ -74,10 +96,15 @@ class AnswerGuard:
         closers: the brackets that close the answer at ``cut`` (``"]"`` for the graph format, ``"]}"`` for SPO).
         repeated: set once an item repeated an earlier one; the answer ends at ``cut``.
         list_closed: the item list is complete (the model closed it itself).
-        n_items: complete, new items so far.
+        n_items: complete, new items so far (self-loops not counted).
+        drop_self_loops: a graph item whose source and target are the same entity (:func:`is_self_loop`) is
+            removed from the answer, which goes on; the removed items are reported with the rest of the cut.
+        dropped: the (start, end) spans of the removed self-loops in the answer text.
     """
 
     key: Callable[[Any], Any] = item_key
+    drop_self_loops: bool = True
+    dropped: list[tuple[int, int]] = field(default_factory=list)
     cut: int | None = None
     closers: str = ""
     repeated: bool = False
@@ -156,6 +183,9 @@ class AnswerGuard:
             if k in self._seen:
                 self.repeated = True
                 return
+            if self.drop_self_loops and is_self_loop(k):
+                self.dropped.append((start + len(text[start:end]) - len(text[start:end].lstrip()), end))
+                return
             self._seen.add(k)
         self.n_items += 1
         self.cut = end
@@ -165,15 +195,16 @@ class AnswerGuard:
 
         ``repeat``: the text up to the last new item, closed. ``budget``: the same when the budget ran out inside
         the item list; an answer whose item list never opened or was already closed is kept as it is. ``eos``: the
-        model ended the answer itself; kept as it is.
+        model ended the answer itself; kept as it is. In every case the dropped self-loops are taken out; the
+        removed text lists them (one per line) before the cut tail.
         """
         if stop_reason not in STOP_REASONS:
             raise ValueError(f"unknown stop reason {stop_reason!r}; choose one of {STOP_REASONS}")
         self.feed(text)
-        if stop_reason == "eos" or self.cut is None or (self.list_closed and not self.repeated):
-            return text, ""
-        kept = text[: self.cut]
-        return kept + self.closers, text[self.cut:]
+        cut = not (stop_reason == "eos" or self.cut is None or (self.list_closed and not self.repeated))
+        kept, tail = (text[: self.cut], text[self.cut:]) if cut else (text, "")
+        kept, removed = _remove_spans(kept, [(a, b) for a, b in self.dropped if b <= len(kept)])
+        return kept + (self.closers if cut else ""), "\n".join(removed + ([tail] if tail else []))
 
 
 @dataclass
@@ -188,22 +219,28 @@ class CallGuard:
     cut: int | None = None
     repeated: bool = False
     n_items: int = 0
+    drop_self_loops: bool = True
+    dropped: list[tuple[int, int]] = field(default_factory=list)
     _pos: int = 0
     _seen: set = field(default_factory=set)
 
     def feed(self, text: str) -> bool:
-        """Scan ``text`` (the answer so far); True when the answer must stop because a call repeated."""
+        """Scan ``text`` (the answer so far); True when the answer must stop because a call repeated. Self-loop
+        calls are dropped, as :class:`AnswerGuard` drops self-loop items."""
         from .formats import code_calls
 
         if self.repeated:
             return True
-        for _, end, item in code_calls(text, self._pos):
+        for begin, end, item in code_calls(text, self._pos):
             self._pos = end
             if item is not None:
                 k = self.key(item)
                 if k in self._seen:
                     self.repeated = True
                     return True
+                if self.drop_self_loops and is_self_loop(k):
+                    self.dropped.append((begin, end))
+                    continue
                 self._seen.add(k)
             self.n_items += 1
             self.cut = end + (1 if text[end:end + 1] == "," else 0)
@@ -214,9 +251,10 @@ class CallGuard:
         if stop_reason not in STOP_REASONS:
             raise ValueError(f"unknown stop reason {stop_reason!r}; choose one of {STOP_REASONS}")
         self.feed(text)
-        if stop_reason == "eos" or self.cut is None:
-            return text, ""
-        return text[: self.cut] + "\n]", text[self.cut:]
+        cut = stop_reason != "eos" and self.cut is not None
+        kept, tail = (text[: self.cut], text[self.cut:]) if cut else (text, "")
+        kept, removed = _remove_spans(kept, [(a, b) for a, b in self.dropped if b <= len(kept)])
+        return kept + ("\n]" if cut else ""), "\n".join(removed + ([tail] if tail else []))
 
 
 #: The guards by the answer format they read: ``json`` (the graph and SPO formats) and ``code`` (07's code style).
@@ -256,6 +294,8 @@ def guard_text(text: str, stop_reason: str, key: Callable[[Any], Any] = item_key
 # ------------------------------------------------------------------------------------------- grammar (xgrammar)
 
 _COMPILED: dict[tuple, Any] = {}
+_COMPILERS: dict[tuple, Any] = {}
+CACHE_SIZE = 32  # compiled grammars kept (a shared schema stays; per-passage ones are used once)
 
 
 def _require_xgrammar() -> Any:
@@ -309,7 +349,8 @@ def schema_text(schema: dict[str, Any] | str | Choices) -> str:
 def compile_grammar(tokenizer: Any, schema: dict[str, Any] | str | Choices, *, vocab_size: int | None = None,
                     stop_token_ids: list[int] | None = None) -> Any:
     """xgrammar ``CompiledGrammar`` for a JSON schema (or :class:`Choices`) and a tokenizer; compiled once, then
-    served from a cache.
+    served from a cache (the most recent :data:`CACHE_SIZE` grammars: per-passage schemas, such as titles grounded
+    in the passage, come and go).
 
     Args:
         tokenizer: the model's Hugging Face tokenizer.
@@ -320,26 +361,34 @@ def compile_grammar(tokenizer: Any, schema: dict[str, Any] | str | Choices, *, v
     xgr = _require_xgrammar()
     text = schema_text(schema)
     stops = tuple(sorted(set(stop_token_ids or [])))
-    key = (id(tokenizer), getattr(tokenizer, "name_or_path", ""), len(tokenizer), vocab_size, stops, text)
-    if key not in _COMPILED:
+    tok_key = (id(tokenizer), getattr(tokenizer, "name_or_path", ""), len(tokenizer), vocab_size, stops)
+    key = (*tok_key, text)
+    if key in _COMPILED:
+        _COMPILED[key] = _COMPILED.pop(key)  # most recently used last
+        return _COMPILED[key]
+    if tok_key not in _COMPILERS:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
                                                   stop_token_ids=list(stops) or None)
-        compiler = xgr.GrammarCompiler(info, max_threads=2)
-        try:
-            if isinstance(schema, Choices):
-                _COMPILED[key] = compiler.compile_grammar(text)
-            else:
-                _COMPILED[key] = compiler.compile_json_schema(text, any_whitespace=False, separators=(",", ":"))
-        except Exception as exc:  # xgrammar raises its own error types for unsupported or invalid schemas
-            raise ValueError(f"xgrammar could not compile the decoding schema: {exc}") from exc
-    return _COMPILED[key]
+        _COMPILERS[tok_key] = xgr.GrammarCompiler(info, max_threads=2, cache_enabled=False)
+    compiler = _COMPILERS[tok_key]
+    try:
+        if isinstance(schema, Choices):
+            compiled = compiler.compile_grammar(text)
+        else:
+            compiled = compiler.compile_json_schema(text, any_whitespace=False, separators=(",", ":"))
+    except Exception as exc:  # xgrammar raises its own error types for unsupported or invalid schemas
+        raise ValueError(f"xgrammar could not compile the decoding schema: {exc}") from exc
+    _COMPILED[key] = compiled
+    while len(_COMPILED) > CACHE_SIZE:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    return compiled
 
 
 class Grammar:
-    """A compiled grammar applied row by row in a decoding batch (the ``hf`` engine's constraint).
+    """Compiled grammars applied row by row in a decoding batch (the ``hf`` engine's constraint).
 
-    Each answer gets its own matcher (:meth:`matcher`); :meth:`mask` masks a batch of logits to the tokens each
-    row's matcher allows.
+    Each answer gets its own matcher (:meth:`matcher`), from the batch's grammar or its own (one schema per
+    passage); :meth:`mask` masks a batch of logits to the tokens each row's matcher allows.
     """
 
     def __init__(self, compiled: Any, max_rows: int) -> None:
@@ -348,8 +397,12 @@ class Grammar:
         self.vocab_size = compiled.tokenizer_info.vocab_size
         self.bitmask = self._xgr.allocate_token_bitmask(max_rows, self.vocab_size)
 
-    def matcher(self) -> Any:
-        return self._xgr.GrammarMatcher(self.compiled)
+    def matcher(self, compiled: Any = None) -> Any:
+        """A matcher of ``compiled`` (same tokenizer), or of the grammar this object was made with."""
+        compiled = self.compiled if compiled is None else compiled
+        if compiled.tokenizer_info.vocab_size != self.vocab_size:
+            raise ValueError("a row's grammar was compiled for another vocabulary than the batch's")
+        return self._xgr.GrammarMatcher(compiled)
 
     def mask(self, logits: Any, matchers: list[Any]) -> None:
         """Mask ``logits`` (one line per matcher, in place) to the tokens each matcher allows."""

@@ -41,6 +41,7 @@ from .io import resolve
 from .metrics import parse_card_output
 from .models import LoadedModel, choose_gpu_option, model_path
 from .prompts import extraction_messages, extraction_prompt
+from .ontology import ground_titles as ground
 
 
 def choose_engine(prefer: str = "auto") -> tuple[str, str]:
@@ -122,22 +123,27 @@ def load_vllm(
 
 def _generate_vllm(
     lm: VllmModel, prompts: Sequence[str], max_new_tokens: int, stop_bias: float = 0.0, progress: bool = True,
-    schema: dict[str, Any] | None = None, guard: bool | str = True,
+    schema: Any = None, guard: bool | str = True,
 ) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
     bias = {t: float(stop_bias) for t in lm.stop_token_ids} if stop_bias else None
-    extra: dict[str, Any] = {}
-    if schema is not None:
-        from vllm.sampling_params import StructuredOutputsParams
 
-        # The backend (xgrammar, no fallback) is pinned on the engine by load_vllm.
-        if isinstance(schema, Choices):
-            extra["structured_outputs"] = StructuredOutputsParams(choice=list(schema.options))
-        else:
-            extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(schema_text(schema)))
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
-                            skip_special_tokens=True, logit_bias=bias, **extra)
+    def sampling(one: dict[str, Any] | Choices | None) -> Any:
+        extra: dict[str, Any] = {}
+        if one is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            # The backend (xgrammar, no fallback) is pinned on the engine by load_vllm.
+            if isinstance(one, Choices):
+                extra["structured_outputs"] = StructuredOutputsParams(choice=list(one.options))
+            else:
+                extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(schema_text(one)))
+        return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=lm.stop_token_ids or None,
+                              skip_special_tokens=True, logit_bias=bias, **extra)
+
+    # One schema for all prompts, or one per prompt (vLLM takes a list of sampling parameters).
+    params = [sampling(one) for one in schema] if isinstance(schema, (list, tuple)) else sampling(schema)
     outs = lm.llm.generate(list(prompts), params, lora_request=lm.lora, use_tqdm=progress)
     results = []
     for o in outs:
@@ -491,7 +497,7 @@ def _generate_hf(
     progress: bool,
     sort_by_length: bool,
     stop_bias: float,
-    schema: dict[str, Any] | None,
+    schema: Any,
     guard: bool | str,
     share_prefix: bool,
     evict: bool = True,
@@ -518,11 +524,14 @@ def _generate_hf(
     stops = set(lm.stop_token_ids)
     stop_cols = torch.tensor(sorted(stops), dtype=torch.long, device=device) if stops else None
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    grammar = None
-    if schema is not None:
-        compiled = compile_grammar(tok, schema, vocab_size=model.config.get_text_config().vocab_size,
-                                   stop_token_ids=sorted(stops))
-        grammar = Grammar(compiled, batch_size)
+    # One schema for every row, or one per row (e.g. titles grounded in each passage), compiled as rows start.
+    schemas = list(schema) if isinstance(schema, (list, tuple)) else [schema] * len(prompts)
+    vocab = model.config.get_text_config().vocab_size
+
+    def compiled(i: int) -> Any:
+        return compile_grammar(tok, schemas[i], vocab_size=vocab, stop_token_ids=sorted(stops))
+
+    grammar = Grammar(compiled(order[0]), batch_size) if prompts and schemas[0] is not None else None
     full_attention = not _has_sliding_layers(model)
     refill = refill and evict and full_attention
 
@@ -532,7 +541,7 @@ def _generate_hf(
     def start(indices: list[int]) -> _Batch:
         """Process the prompts of new rows (after the shared prefix) in one forward pass."""
         rows = [_Row(i, ids_all[i], make_guard(guard),
-                     grammar.matcher() if grammar is not None else None) for i in indices]
+                     grammar.matcher(compiled(i)) if grammar is not None else None) for i in indices]
         suffixes = [r.ids[n_prefix:] for r in rows]
         width = max(len(x) for x in suffixes)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in suffixes], device=device)
@@ -640,7 +649,7 @@ def generate_texts(
     progress: bool = True,
     sort_by_length: bool = True,
     stop_bias: float = 0.0,
-    schema: dict[str, Any] | None = None,
+    schema: Any = None,
     guard: bool | str = True,
     share_prefix: bool = True,
     evict: bool = True,
@@ -656,7 +665,8 @@ def generate_texts(
         stop_bias: added to the stop tokens' logits at every step: below 0 the model ends its answer less readily.
         schema: a JSON schema to constrain the answer to (xgrammar; :func:`kgutils.ontology.decoding_schema` for
             the triplet format), or :class:`kgutils.decoding.Choices` (one of fixed strings, e.g. labels);
-            ``None`` decodes freely.
+            ``None`` decodes freely; or a list with one schema per prompt (e.g. titles grounded in each passage,
+            :func:`kgutils.ontology.ground_titles`).
         guard: the loop and budget guard: ``True`` or ``"json"`` (:class:`kgutils.decoding.AnswerGuard`), ``"code"``
             for code answers (:class:`kgutils.decoding.CallGuard`), ``False`` for none.
         share_prefix: compute the prompts' common token prefix once (``hf`` engine).
@@ -671,8 +681,16 @@ def generate_texts(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if isinstance(schema, (list, tuple)):  # one schema per prompt
+        if len(schema) != len(prompts):
+            raise ValueError(f"{len(schema)} schemas for {len(prompts)} prompts: give one per prompt, or one for all")
+        if any(s is None for s in schema) and any(s is not None for s in schema):
+            raise ValueError("per-prompt schemas must all be given (constrained) or all be None (free decoding)")
+        if all(s is None for s in schema):
+            schema = None
     if schema is not None:
-        schema_text(schema)  # a bad schema fails here, naming the problem
+        for s in schema if isinstance(schema, (list, tuple)) else [schema]:
+            schema_text(s)  # a bad schema fails here, naming the problem
         if not evict:
             raise ValueError("evict=False is a benchmark setting for unconstrained decoding only")
     if isinstance(lm, VllmModel):
@@ -709,6 +727,7 @@ def predict_file(
     task: str = "graph",
     messages: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
     parse: Callable[[str], tuple[list, str]] | None = None,
+    ground_titles: bool = False,
 ) -> dict[str, Any]:
     """Generate predictions for passages and write the predictions JSONL.
 
@@ -724,6 +743,8 @@ def predict_file(
         progress: show a progress bar.
         schema: constrain the answers to this JSON schema (``CONSTRAINED`` in the notebooks:
             :func:`kgutils.ontology.decoding_schema`); ``None`` decodes freely.
+        ground_titles: with ``schema``, each passage's answer may name only entities drawn from that passage
+            (:func:`kgutils.ontology.ground_titles`; ``GROUND_TITLES`` in the notebooks): one grammar per passage.
         guard: the loop and budget guard: True (json), "code" or False (see :func:`generate_texts`).
         task: ``"graph"``: the study's extraction prompt, answers parsed with the card's parse (``pred_parsed``)
             and :func:`kgutils.formats.parse_output` (``pred_repaired``); ``"spo"``: the Gemma recipe's
@@ -745,8 +766,12 @@ def predict_file(
     if task == "spo" and messages is None:
         raise ValueError("task 'spo' needs messages (row -> chat messages), e.g. kgutils.prompts.spo_messages")
     out = resolve(out_path)
+    if ground_titles and schema is None:
+        raise ValueError("ground_titles needs a schema to ground (constrained decoding)")
     decoding = {"constrained": schema is not None, "guard": guard,
                 "schema_sha1": hashlib.sha1(schema_text(schema).encode()).hexdigest()[:12] if schema else None}
+    if ground_titles:
+        decoding["grounded_titles"] = True
     for n, row in enumerate(rows):
         if not isinstance(row.get("text"), str) or not row["text"].strip():
             raise ValueError(f"passage {row.get('id', n)!r} has no text")
@@ -784,7 +809,7 @@ def predict_file(
                 max_new_tokens=max_new_tokens,
                 desc=f"{lm.spec} [{c + len(part)}/{len(todo)}]",
                 progress=progress,
-                schema=schema,
+                schema=[ground(schema, rows[n]["text"]) for n in part] if ground_titles else schema,
                 guard=guard,
             )
             for n, gen in zip(part, gens):

@@ -15,6 +15,7 @@ does not use them.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
@@ -148,12 +149,69 @@ def extraction_json_schema() -> dict[str, Any]:
     return schema
 
 
-def decoding_schema(max_items: int = 16, max_title_length: int = 80) -> dict[str, Any]:
+def _regex_char(c: str) -> str:
+    """One literal character in the regex dialect xgrammar reads (only the operators are escaped)."""
+    return "\\" + c if c in "\\.^$|?*+()[]{}/-" else c
+
+
+def _title_may_end(chain: str, k: int) -> bool:
+    """Whether a title may end before ``chain[k]``: after a word (or a closing sign such as ``.``, ``*`` or ``+``)
+    or before a plural ``s``/``es`` that ends the word; never inside a word otherwise, nor after a space."""
+    last = chain[k - 1]
+    if last.isspace():
+        return False
+    rest = re.match(r"\w*", chain[k:]).group(0)
+    return not rest or rest in ("s", "es")
+
+
+def title_pattern(passage: str, max_length: int = 80) -> str:
+    """A regular expression (JSON-schema ``pattern``) matching exactly the titles drawn from ``passage``: a
+    substring of at most ``max_length`` characters that starts at the beginning of a word, its first letter in
+    either case, ends at the end of a word (or before a plural ``s``/``es``, or after a closing sign: ``W.``,
+    ``A*``, ``k-means++``), and holds no double quote, backslash or line break.
+
+    The curated labels name entities as they occur in the text, in the singular ("support vector machine" in
+    "support vector machines") and without the possessive ("Yann LeCun" in "Yann LeCun's"): 2,133 of the 2,136
+    gold titles of the cpu profile's splits are such substrings (the others: "India" from "Indian", "regional
+    army" from "regional armies", titles over 80 characters). Each start position contributes
+    ``c1c2c3(c4c5(...)?)?``, a group opening wherever the title may end.
+
+    Raises:
+        ValueError: for a passage with no word, or ``max_length`` < 1.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    alternatives = []
+    for start in re.finditer(r"(?<!\w)\w", passage):
+        chain = re.split(r'["\\\t\r\n]', passage[start.start(): start.start() + max_length])[0]
+        first = chain[0]
+        parts = [f"[{first.upper()}{first.lower()}]" if len(first.upper()) == len(first.lower()) == 1
+                 and first.upper() != first.lower() else _regex_char(first)]
+        groups = 0
+        for k, c in enumerate(chain[1:], start=1):
+            if _title_may_end(chain, k):  # the rest is optional from here
+                parts.append("(")
+                groups += 1
+            parts.append(_regex_char(c))
+        alternatives.append("".join(parts) + ")?" * groups)
+    if not alternatives:
+        raise ValueError(f"no word to draw titles from in passage {passage[:60]!r}")
+    return "|".join(dict.fromkeys(alternatives))
+
+
+def decoding_schema(max_items: int = 16, max_title_length: int = 80, passage: str | None = None) -> dict[str, Any]:
     """The ontology as a JSON schema for constrained decoding (:mod:`kgutils.decoding`).
 
     An array of at most ``max_items`` triplets; relation types and entity types are enums, the weight is a number
     in [0, 1], titles are non-empty strings of at most ``max_title_length`` characters; keys come in the order the
     prompt and the training answers use, with no extra keys.
+
+    Args:
+        max_items: the ``maxItems`` bound.
+        max_title_length: the longest title, in characters.
+        passage: ground the titles in this passage: each title must be drawn from it (:func:`title_pattern`), so
+            every entity the answer names occurs in the text. This is one schema per passage (compiled per
+            passage); ``None`` allows any title.
     """
     if max_items < 1 or max_title_length < 1:
         raise ValueError(f"max_items and max_title_length must be >= 1, got {max_items}, {max_title_length}")
@@ -177,8 +235,41 @@ def decoding_schema(max_items: int = 16, max_title_length: int = 80) -> dict[str
         "required": ["source", "relation", "target"],
         "additionalProperties": False,
     }
-    return {"title": "KG triplet extraction output (decoding)", "type": "array", "items": item,
-            "maxItems": max_items}
+    schema = {"title": "KG triplet extraction output (decoding)", "type": "array", "items": item,
+              "maxItems": max_items}
+    return schema if passage is None else ground_titles(schema, passage)
+
+
+def ground_titles(schema: dict[str, Any], passage: str) -> dict[str, Any]:
+    """A copy of a decoding schema whose entity titles must be drawn from ``passage`` (:func:`title_pattern`).
+
+    Every string property named ``title`` gets the passage's pattern, bounded by its ``maxLength`` (80 when it has
+    none); the pattern replaces ``minLength``/``maxLength``, which xgrammar ignores beside a pattern.
+
+    Raises:
+        ValueError: when the schema has no string ``title`` property to ground.
+    """
+    out = json.loads(json.dumps(schema))
+    found = 0
+
+    def walk(node: Any) -> None:
+        nonlocal found
+        if isinstance(node, dict):
+            title = node.get("properties", {}).get("title") if isinstance(node.get("properties"), dict) else None
+            if isinstance(title, dict) and title.get("type") == "string":
+                node["properties"]["title"] = {"type": "string",
+                                               "pattern": title_pattern(passage, int(title.get("maxLength", 80)))}
+                found += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    if not found:
+        raise ValueError("the decoding schema has no string 'title' property to ground in the passage")
+    return out
 
 
 # Qualifier keys of the Gemma recipe's SPO triples (the card names dates, locations, roles, scores and units;
