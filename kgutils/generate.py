@@ -24,6 +24,7 @@ Predictions JSONL, one row a passage (the layout 06 and ``python -m kgutils eval
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -192,6 +193,9 @@ def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    prefix = getattr(module, PREFIX_ATTRIBUTE, None)
+    if prefix is not None and not dropout:
+        return _prefix_attention(query, key, value, attention_mask, prefix, scaling), None
     if query.shape[2] != 1 or dropout:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
@@ -204,6 +208,81 @@ def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_m
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)
     return out.reshape(b, heads, 1, dim).transpose(1, 2), None
+
+
+PREFIX_ATTRIBUTE = "_kg_shared_prefix"
+
+
+def _prefix_attention(query: Any, key: Any, value: Any, attention_mask: Any, prefix: tuple[Any, Any],
+                      scaling: float | None) -> Any:
+    """Attention over a prefix that every row shares plus each row's own keys (cascade attention).
+
+    ``prefix`` holds the shared prompt prefix's keys and values once (``[kv_heads, P, dim]``); ``key``/``value``
+    hold the rows' own tokens after it (``[batch, kv_heads, S, dim]``, masked by ``attention_mask``, causal among
+    the queries). The batch's queries are folded together against the shared keys, so the prefix is read once per
+    step instead of once per row (with k demonstrations in 07's prompts the prefix is most of the context). The two
+    parts are combined exactly, through one softmax normaliser: the result equals attention over the concatenated
+    keys.
+
+    Returns:
+        ``[batch, queries, heads, dim]``, as ``transformers``' attention functions return it.
+    """
+    import torch
+
+    b, heads, q_len, dim = query.shape
+    kv_heads, s_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    pk, pv = prefix
+    rows = groups * q_len  # query lines per (row, key/value head): head h reads key/value head h // groups
+    q = query.reshape(b, kv_heads, rows, dim)
+    # Shared part: every row's queries against the prefix keys, one product per key/value head.
+    qs = q.transpose(0, 1).reshape(kv_heads, b * rows, dim)
+    shared = torch.matmul(qs, pk.transpose(-1, -2)).float() * scale  # [kv_heads, b*rows, P]
+    # Own part: each row's queries against its own keys, masked (padding, causal).
+    own = torch.matmul(q, key.transpose(-1, -2)).float() * scale  # [b, kv_heads, rows, S]
+    own = own.view(b, kv_heads, groups, q_len, s_len)
+    if attention_mask is not None:
+        m = attention_mask[..., -q_len:, :s_len].unsqueeze(2)  # [b, 1, 1, q, S]
+        own = own.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else own + m.float()
+    elif q_len > 1:  # no mask given: causal among the new tokens, which are the last q_len keys
+        causal = torch.ones(q_len, s_len, dtype=torch.bool, device=own.device).tril(s_len - q_len)
+        own = own.masked_fill(~causal, float("-inf"))
+    own = own.view(b, kv_heads, rows, s_len)
+    top = torch.maximum(shared.amax(-1).view(kv_heads, b, rows).transpose(0, 1), own.amax(-1))  # [b, kvh, rows]
+    e_own = torch.exp(own - top[..., None])
+    e_shared = torch.exp(shared - top.transpose(0, 1).reshape(kv_heads, b * rows)[..., None])
+    num = torch.matmul(e_own.to(value.dtype), value).float() + torch.matmul(
+        e_shared.to(pv.dtype), pv).float().view(kv_heads, b, rows, dim).transpose(0, 1)
+    den = e_own.sum(-1) + e_shared.sum(-1).view(kv_heads, b, rows).transpose(0, 1)
+    out = (num / den[..., None]).to(query.dtype)
+    return out.view(b, kv_heads, groups, q_len, dim).reshape(b, heads, q_len, dim).transpose(1, 2)
+
+
+class _SharedPrefix:
+    """While active, the model's attention layers read the shared prefix from ``prefix_cache`` (one copy, not one
+    per row; :func:`_prefix_attention`). Only for models running the decoding attention (:func:`for_inference`)."""
+
+    def __init__(self, model: Any, prefix_cache: Any) -> None:
+        layers = {m.layer_idx: m for m in model.modules()
+                  if isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "k_proj")}
+        self.modules = [layers[i] for i in range(len(prefix_cache.layers))] if len(layers) == len(
+            prefix_cache.layers) else []
+        self.cache = prefix_cache
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.modules)
+
+    def __enter__(self) -> _SharedPrefix:
+        for module, layer in zip(self.modules, self.cache.layers):
+            setattr(module, PREFIX_ATTRIBUTE, (layer.keys[0], layer.values[0]))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for module in self.modules:
+            if hasattr(module, PREFIX_ATTRIBUTE):
+                delattr(module, PREFIX_ATTRIBUTE)
 
 
 def _register_decode_attention() -> str:
@@ -535,8 +614,13 @@ def _generate_hf(
     full_attention = not _has_sliding_layers(model)
     refill = refill and evict and full_attention
 
-    # The shared prefix is computed once.
+    # The shared prefix is computed once. With the decoding attention (for_inference), the rows' caches then hold
+    # only their own tokens and every layer reads the prefix from one copy; otherwise each batch gets a copy per row.
     n_prefix, prefix_cache = _prefix_cache(model, ids_all, share_prefix and full_attention)
+    shared = None
+    if prefix_cache is not None and getattr(model.config, "_attn_implementation", "") == DECODE_ATTENTION:
+        shared = _SharedPrefix(model, prefix_cache)
+        shared = shared if shared.usable else None
 
     def start(indices: list[int]) -> _Batch:
         """Process the prompts of new rows (after the shared prefix) in one forward pass."""
@@ -546,13 +630,15 @@ def _generate_hf(
         width = max(len(x) for x in suffixes)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in suffixes], device=device)
         suffix_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in suffixes], device=device)
-        mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=torch.long, device=device), suffix_mask], dim=1)
         positions = (n_prefix + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-        if prefix_cache is not None:
+        if shared is not None:
+            mask, cache = suffix_mask, _new_cache(model)
+        elif prefix_cache is not None:
+            mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=torch.long, device=device), suffix_mask], dim=1)
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(rows))
         else:
-            cache = _new_cache(model)
+            mask, cache = suffix_mask, _new_cache(model)
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                     use_cache=True, logits_to_keep=1)
         return _Batch(rows=rows, cache=cache, mask=mask, next_pos=positions[:, -1] + 1, logits=out.logits[:, -1, :])
@@ -602,7 +688,7 @@ def _generate_hf(
 
     queue = list(order)
     batch: _Batch | None = None
-    with torch.inference_mode():
+    with torch.inference_mode(), (shared if shared is not None else contextlib.nullcontext()):
         while queue or batch is not None:
             # Fill free places: a new batch, or (refill) the places that finished rows left.
             free = batch_size - (len(batch.rows) if batch is not None else 0)

@@ -355,3 +355,198 @@ def test_for_inference_keeps_the_answers_in_fp32_and_leaves_the_model_alone(tiny
     assert torch.allclose(step_ref, step_fast, atol=1e-5)
     with pytest.raises(ValueError, match="precision"):
         for_inference(tiny_llama, precision="fp8")
+
+
+# ------------------------------------------------------------------------- titles grounded in the passage
+
+
+PASSAGE = ('A support vector machine (SVM) separates two classes. Vapnik\'s soft-margin SVMs came from AT&T Bell '
+           'Labs, and k-means++ and Sagittarius A* are other names; see "Learning representations".')
+
+
+@pytest.mark.parametrize("title,ok", [
+    ("support vector machine", True), ("Support vector machine", True),  # first letter in either case
+    ("SVM", True), ("SVMs", True), ("soft-margin SVM", True),  # before a plural s
+    ("Vapnik", True), ("AT&T Bell Labs", True), ("k-means++", True), ("Sagittarius A*", True),
+    ("Learning representations", True),
+    ("support vector machines", False),  # not in the passage
+    ("support vec", False), ("Vapni", False),  # ends inside a word
+    ("upport vector machine", False),  # starts inside a word
+    ("supervised learning model", False), ("Google", False),
+    ("support vector machine ", False),  # ends after a space
+    ('see "Learning', False),  # a title holds no double quote
+])
+def test_title_pattern_draws_titles_from_the_passage(title, ok):
+    import re
+
+    from kgutils.ontology import title_pattern
+
+    assert bool(re.fullmatch("(?:" + title_pattern(PASSAGE) + ")", title)) is ok
+
+
+def test_title_pattern_bounds_the_length_and_needs_a_word():
+    import re
+
+    from kgutils.ontology import title_pattern
+
+    pattern = "(?:" + title_pattern(PASSAGE, max_length=10) + ")"
+    assert re.fullmatch(pattern, "support") and not re.fullmatch(pattern, "support vector")
+    with pytest.raises(ValueError, match="no word"):
+        title_pattern(" ... ")
+    with pytest.raises(ValueError, match="max_length"):
+        title_pattern(PASSAGE, max_length=0)
+
+
+def test_grounded_grammar_accepts_titles_from_its_own_passage_only(tokenizer):
+    import xgrammar as xgr
+
+    from kgutils.ontology import ground_titles
+
+    eos = tokenizer.eos_token_id
+    grounded = decoding_schema(max_items=2, passage=PASSAGE)
+    assert grounded == ground_titles(decoding_schema(max_items=2), PASSAGE)
+    compiled = decoding.compile_grammar(tokenizer, grounded, stop_token_ids=[eos])
+    other = decoding.compile_grammar(tokenizer, decoding_schema(max_items=2, passage="Google built BERT."),
+                                     stop_token_ids=[eos])
+
+    def accepts(grammar, s: str) -> bool:
+        m = xgr.GrammarMatcher(grammar)
+        return m.accept_string(s) and m.is_completed()
+
+    svm = "[" + item("SVM", "developed_by", "Vapnik") + "]"
+    assert accepts(compiled, svm) and accepts(compiled, "[]")
+    assert accepts(compiled, "[" + item("soft-margin SVMs", "part_of", "AT&T Bell Labs") + "]")
+    assert not accepts(compiled, "[" + A + "]")  # BERT and Google are not in this passage
+    assert not accepts(compiled, "[" + item("SVM", "developed_by", "Vladimir Vapnik") + "]")
+    assert not accepts(compiled, "[" + item("SVM", "developed_as", "Vapnik") + "]")  # the ontology still holds
+    assert accepts(other, "[" + A + "]") and not accepts(other, svm)
+
+
+def test_ground_titles_needs_a_title_to_ground():
+    from kgutils.ontology import ground_titles, spo_decoding_schema
+
+    with pytest.raises(ValueError, match="no string 'title'"):
+        ground_titles(spo_decoding_schema(), PASSAGE)
+
+
+# --------------------------------------------------------------------------------------- self-loops dropped
+
+
+LOOP = item("SVM", "contrasts_with", "svm")  # the same entity after normalisation
+
+
+@pytest.mark.parametrize("answer,stop,kept", [
+    ("[" + A + "," + LOOP + "," + B + "]", "eos", [A, B]),  # inside the list
+    ("[" + LOOP + "," + A + "]", "eos", [A]),  # first
+    ("[" + A + "," + LOOP + "]", "eos", [A]),  # last
+    ("[" + LOOP + "]", "eos", []),  # alone
+    ("[" + LOOP + "," + A + "," + LOOP + "," + B[:30], "budget", [A]),  # and cut by the budget
+])
+def test_guard_drops_self_loop_items_and_reports_them(answer, stop, kept):
+    out = guard_text(answer, stop)
+    assert json.loads(out["text"]) == [json.loads(k) for k in kept]
+    assert out["stop_reason"] == stop
+    assert out["guard_removed"].count('"contrasts_with"') == answer.count(LOOP)
+
+
+def test_self_loops_are_not_new_items_and_can_be_kept():
+    g = AnswerGuard()
+    g.feed("[" + LOOP + "," + A + "," + LOOP)
+    assert g.n_items == 1 and len(g.dropped) == 2 and not g.repeated
+    keep = AnswerGuard(drop_self_loops=False)
+    assert keep.feed("[" + LOOP + "," + A + "]") is False and keep.n_items == 2
+    assert keep.close("[" + LOOP + "," + A + "]", "eos") == ("[" + LOOP + "," + A + "]", "")
+    # SPO triples (05's open-relation format) are not graph items: the guard leaves them alone
+    spo = '{"triples":[{"subject":"X","predicate":"is","object":"x","qualifiers":{}}]}'
+    assert guard_text(spo, "eos")["text"] == spo
+
+
+def test_code_guard_drops_self_loop_calls():
+    from kgutils.formats import code_calls
+
+    loop = 'Triplet(Entity("SVM", "entity"), "contrasts_with", Entity("svm", "entity"), 0.9)'
+    good = 'Triplet(Entity("SVM", "entity"), "developed_by", Entity("Vapnik", "entity"), 0.9)'
+    out = guard_text("triplets = [\n    " + loop + ",\n    " + good + ",\n]", "eos", kind="code")
+    assert [it for *_, it in code_calls(out["text"])] == [it for *_, it in code_calls(good)]
+    assert out["guard_removed"] == loop
+
+
+# ------------------------------------------------------------------------------ one schema per prompt
+
+
+def test_per_prompt_schemas_ground_each_answer_in_its_own_passage(tiny_llama):
+    from kgutils.generate import generate_texts, render_prompt
+    from kgutils.metrics import normalize_title
+
+    passages = ["BERT was developed by Google in 2018.", PASSAGE]
+    prompts = [render_prompt(tiny_llama.tokenizer, p) for p in passages]
+    schemas = [{**decoding_schema(max_items=3, passage=p), "minItems": 1} for p in passages]  # name something
+    free = generate_texts(tiny_llama, prompts, max_new_tokens=160, progress=False, schema=schemas, guard=False)
+    guarded = generate_texts(tiny_llama, prompts, max_new_tokens=160, progress=False, schema=schemas)
+    seen = 0
+    for g, passage in zip(free, passages):
+        items, status = parse_card_output(g["text"])
+        assert status == "ok", g
+        for it in items:
+            for end in ("source", "target"):
+                title = it[end]["title"]
+                seen += 1
+                assert title[1:] in passage and title[0].lower() in passage.lower(), (title, passage)
+    assert seen, "the random model named no entity at all"
+    for g in guarded:  # (this random model names one entity twice: the guard takes those self-loops out)
+        for it in parse_card_output(g["text"])[0]:
+            assert normalize_title(it["source"]["title"]) != normalize_title(it["target"]["title"])
+
+
+def test_per_prompt_schemas_are_checked(tiny_llama):
+    from kgutils.generate import generate_texts
+
+    with pytest.raises(ValueError, match="2 schemas for 1 prompts"):
+        generate_texts(tiny_llama, ["x"], schema=[decoding_schema(), decoding_schema()], progress=False)
+    with pytest.raises(ValueError, match="all be given"):
+        generate_texts(tiny_llama, ["x", "y"], schema=[decoding_schema(), None], progress=False)
+
+
+# --------------------------------------------------------------------- the shared prefix read from one copy
+
+
+def test_shared_prefix_attention_equals_attention_over_the_whole_context():
+    import torch
+
+    from kgutils.generate import _prefix_attention
+
+    torch.manual_seed(0)
+    b, heads, kv_heads, dim, p_len, s_len = 3, 6, 2, 8, 11, 5
+    for q_len in (1, 3):
+        query = torch.randn(b, heads, q_len, dim)
+        pk, pv = torch.randn(kv_heads, p_len, dim), torch.randn(kv_heads, p_len, dim)
+        key, value = torch.randn(b, kv_heads, s_len, dim), torch.randn(b, kv_heads, s_len, dim)
+        own = torch.ones(b, s_len, dtype=torch.bool)
+        own[0, :2] = False  # left padding of the first row
+        causal = torch.ones(q_len, s_len, dtype=torch.bool).tril(s_len - q_len)
+        mask = own[:, None, None, :] & causal[None, None]  # [b, 1, q, S]
+        got = _prefix_attention(query, key, value, mask, (pk, pv), None)
+        full_k = torch.cat([pk.expand(b, -1, -1, -1), key], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+        full_v = torch.cat([pv.expand(b, -1, -1, -1), value], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+        full_mask = torch.cat([torch.ones(b, 1, q_len, p_len, dtype=torch.bool), mask], dim=-1)
+        want = torch.nn.functional.scaled_dot_product_attention(query, full_k, full_v, attn_mask=full_mask)
+        assert torch.allclose(got, want.transpose(1, 2), atol=1e-5), q_len
+        if q_len > 1:  # no mask: causal among the new tokens
+            unmasked = _prefix_attention(query, key, value, None, (pk, pv), None)
+            causal_only = torch.cat([torch.ones(q_len, p_len, dtype=torch.bool), causal], dim=-1)
+            want = torch.nn.functional.scaled_dot_product_attention(query, full_k, full_v, attn_mask=causal_only)
+            assert torch.allclose(unmasked, want.transpose(1, 2), atol=1e-5)
+
+
+def test_decoding_with_the_shared_prefix_read_once_gives_the_same_answers(tiny_llama):
+    from kgutils.generate import PREFIX_ATTRIBUTE, _generate_hf, for_inference, render_prompt
+
+    lm = for_inference(tiny_llama, "fp32")
+    passages = ["BERT was developed by Google.", "Nothing here at all, really.", "GPT-2 extends GPT.",
+                "The Transformer is based on attention, and BERT on the Transformer.", "x"]
+    prompts = [render_prompt(lm.tokenizer, p) for p in passages]
+    runs = [_generate_hf(lm, prompts, batch_size=2, max_new_tokens=24, desc="", progress=False,
+                         sort_by_length=True, stop_bias=0.0, schema=None, guard=False, share_prefix=share)
+            for share in (True, False)]
+    assert [r["text"] for r in runs[0]] == [r["text"] for r in runs[1]]
+    assert not any(hasattr(m, PREFIX_ATTRIBUTE) for m in lm.model.modules())  # nothing left behind
