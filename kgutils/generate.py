@@ -578,7 +578,7 @@ def _generate_hf(
     stop_bias: float,
     schema: Any,
     guard: bool | str,
-    share_prefix: bool,
+    share_prefix: bool | str,
     evict: bool = True,
     refill: bool = True,
 ) -> list[dict[str, Any]]:
@@ -618,7 +618,8 @@ def _generate_hf(
     # only their own tokens and every layer reads the prefix from one copy; otherwise each batch gets a copy per row.
     n_prefix, prefix_cache = _prefix_cache(model, ids_all, share_prefix and full_attention)
     shared = None
-    if prefix_cache is not None and getattr(model.config, "_attn_implementation", "") == DECODE_ATTENTION:
+    if (prefix_cache is not None and share_prefix != "copy"
+            and getattr(model.config, "_attn_implementation", "") == DECODE_ATTENTION):
         shared = _SharedPrefix(model, prefix_cache)
         shared = shared if shared.usable else None
 
@@ -737,7 +738,7 @@ def generate_texts(
     stop_bias: float = 0.0,
     schema: Any = None,
     guard: bool | str = True,
-    share_prefix: bool = True,
+    share_prefix: bool | str = True,
     evict: bool = True,
 ) -> list[dict[str, Any]]:
     """Greedy-decode rendered prompts: length-sorted batches with ``transformers``, or vLLM for a :class:`VllmModel`.
@@ -755,7 +756,9 @@ def generate_texts(
             :func:`kgutils.ontology.ground_titles`).
         guard: the loop and budget guard: ``True`` or ``"json"`` (:class:`kgutils.decoding.AnswerGuard`), ``"code"``
             for code answers (:class:`kgutils.decoding.CallGuard`), ``False`` for none.
-        share_prefix: compute the prompts' common token prefix once (``hf`` engine).
+        share_prefix: compute the prompts' common token prefix once (``hf`` engine). With the decoding attention
+            (:func:`for_inference`) every row then reads that prefix from one copy; ``"copy"`` gives each row its
+            own copy instead (the earlier path, for the benchmark's side-by-side figures).
         evict: finished rows leave the batch at once (``hf`` engine); ``False`` keeps computing them until the
             whole batch is done, as ``transformers``' ``generate`` does (for the benchmark's step-by-step figures).
 
@@ -765,6 +768,8 @@ def generate_texts(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if share_prefix not in (True, False, "copy"):
+        raise ValueError(f"share_prefix must be True, False or 'copy', got {share_prefix!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if isinstance(schema, (list, tuple)):  # one schema per prompt

@@ -173,30 +173,40 @@ def title_pattern(passage: str, max_length: int = 80) -> str:
     The curated labels name entities as they occur in the text, in the singular ("support vector machine" in
     "support vector machines") and without the possessive ("Yann LeCun" in "Yann LeCun's"): 2,133 of the 2,136
     gold titles of the cpu profile's splits are such substrings (the others: "India" from "Indian", "regional
-    army" from "regional armies", titles over 80 characters). Each start position contributes
-    ``c1c2c3(c4c5(...)?)?``, a group opening wherever the title may end.
+    army" from "regional armies", titles over 80 characters). The titles are laid out as a character trie
+    (:func:`_trie_regex`).
 
     Raises:
         ValueError: for a passage with no word, or ``max_length`` < 1.
     """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
-    alternatives = []
+    trie: dict[str, Any] = {}  # char -> node; a node is {"": may end here, other keys: the next chars}
     for start in re.finditer(r"(?<!\w)\w", passage):
         chain = re.split(r'["\\\t\r\n]', passage[start.start(): start.start() + max_length])[0]
         first = chain[0]
-        parts = [f"[{first.upper()}{first.lower()}]" if len(first.upper()) == len(first.lower()) == 1
-                 and first.upper() != first.lower() else _regex_char(first)]
-        groups = 0
-        for k, c in enumerate(chain[1:], start=1):
-            if _title_may_end(chain, k):  # the rest is optional from here
-                parts.append("(")
-                groups += 1
-            parts.append(_regex_char(c))
-        alternatives.append("".join(parts) + ")?" * groups)
-    if not alternatives:
+        heads = {first.upper(), first.lower()} if len(first.upper()) == len(first.lower()) == 1 else {first}
+        for head in heads:
+            node = trie.setdefault(head, {})
+            for k, c in enumerate(chain[1:], start=1):
+                if _title_may_end(chain, k):
+                    node[""] = True
+                node = node.setdefault(c, {})
+            node[""] = True
+    if not trie:
         raise ValueError(f"no word to draw titles from in passage {passage[:60]!r}")
-    return "|".join(dict.fromkeys(alternatives))
+    return _trie_regex(trie)
+
+
+def _trie_regex(node: dict[str, Any]) -> str:
+    """The regex of a character trie: one branch per next character, the rest optional where a title may end.
+    Every choice is decided by one character, so the pattern is deterministic (one state at a time, which keeps
+    xgrammar's per-token masks cheap)."""
+    branches = [_regex_char(c) + _trie_regex(child) for c, child in sorted(node.items()) if c]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else "(" + "|".join(branches) + ")"
+    return "(" + body + ")?" if node.get("") else body
 
 
 def decoding_schema(max_items: int = 16, max_title_length: int = 80, passage: str | None = None) -> dict[str, Any]:
@@ -231,12 +241,13 @@ def decoding_schema(max_items: int = 16, max_title_length: int = 80, passage: st
     }
     item = {
         "type": "object",
-        "properties": {"source": node, "relation": relation, "target": node},
+        # One definition of an endpoint, referenced twice: one grammar rule (a grounded title compiles once).
+        "properties": {"source": {"$ref": "#/$defs/node"}, "relation": relation, "target": {"$ref": "#/$defs/node"}},
         "required": ["source", "relation", "target"],
         "additionalProperties": False,
     }
     schema = {"title": "KG triplet extraction output (decoding)", "type": "array", "items": item,
-              "maxItems": max_items}
+              "maxItems": max_items, "$defs": {"node": node}}
     return schema if passage is None else ground_titles(schema, passage)
 
 

@@ -105,7 +105,8 @@ def test_decoding_schema_is_the_ontology():
     assert s["maxItems"] == 5 and s["type"] == "array"
     props = s["items"]["properties"]
     assert props["relation"]["properties"]["type"]["enum"] == list(RELATIONS)
-    assert props["source"]["properties"]["type"]["enum"] == ["entity", "concept"]
+    assert props["source"] == props["target"] == {"$ref": "#/$defs/node"}  # one rule for both endpoints
+    assert s["$defs"]["node"]["properties"]["type"]["enum"] == ["entity", "concept"]
     assert props["relation"]["properties"]["weight"] == {"type": "number", "minimum": 0, "maximum": 1}
     assert list(props) == ["source", "relation", "target"]
     with pytest.raises(ValueError):
