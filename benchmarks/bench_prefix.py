@@ -30,7 +30,7 @@ import argparse
 import time
 from pathlib import Path
 
-from kgutils.generate import demo_pool, for_inference, generate_texts, render_messages
+from kgutils.generate import ablation_demos, demo_pool, for_inference, generate_texts, render_messages
 from kgutils.io import read_jsonl, repo_root, write_json
 from kgutils.models import load_model
 from kgutils.prompts import ablation_messages
@@ -62,9 +62,9 @@ def main() -> None:
     rows = test[: args.limit]
     pool = demo_pool(train, val + test, max_chars=args.demo_max_chars, seed=42)
     lm = for_inference(load_model(MODEL, for_family="qwen3"))
-    prompts = [render_messages(lm.tokenizer, ablation_messages(
-        r, args.style, args.rationale, pool.pick({**r, "dataset": "passages"}, args.shots, shared=True)))
-        for r in rows]
+    demos = ablation_demos(rows, pool, args.shots)
+    prompts = [render_messages(lm.tokenizer, ablation_messages(r, args.style, args.rationale, demos[str(r["id"])]))
+               for r in rows]
     lengths = [len(lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     import torch
 

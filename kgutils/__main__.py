@@ -77,15 +77,14 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .graph import calibration_outcomes, calibration_report, crossfit_calibrated, fit_calibrator
+    from .graph import calibration_outcomes, crossfit_report, fit_calibrator
 
     try:
         outcomes = calibration_outcomes(args.predictions, metric=args.metric, parser=args.parser)
         if len(outcomes) < 2:
             raise ValueError(f"{len(outcomes)} scored prediction(s) in {', '.join(args.predictions)}: "
                              "a calibrator needs at least 2 (and gold in the files)")
-        weights, correct, groups = outcomes["weight"], outcomes["correct"], outcomes["id"].tolist()
-        calibrator = fit_calibrator(weights, correct, args.method)
+        calibrator = fit_calibrator(outcomes["weight"], outcomes["correct"], args.method)
         path = calibrator.save(args.out)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -93,8 +92,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     summary = {"calibrator": str(path), "method": calibrator.method, "n": calibrator.n,
                "n_correct": calibrator.n_correct, "skipped_without_gold": outcomes.attrs["skipped_without_gold"]}
     try:  # an honest "after": each passage mapped by a calibrator fitted on the other folds
-        oof = crossfit_calibrated(weights, correct, groups, k=args.folds, method=args.method)
-        rep = calibration_report(weights, correct, oof, n_resamples=args.bootstrap, groups=groups)
+        rep = crossfit_report(outcomes, args.method, args.folds, n_resamples=args.bootstrap)
         summary["crossfit"] = {"folds": args.folds, "ece_before": rep["before"]["ece"],
                                "ece_after": rep["after"]["ece"], "brier_before": rep["before"]["brier"],
                                "brier_after": rep["after"]["brier"], "ci": rep["ci"]}

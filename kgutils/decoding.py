@@ -184,7 +184,7 @@ class AnswerGuard:
                 self.repeated = True
                 return
             if self.drop_self_loops and is_self_loop(k):
-                self.dropped.append((start + len(text[start:end]) - len(text[start:end].lstrip()), end))
+                self.dropped.append((start, end))  # (an item starts at its first non-space character)
                 return
             self._seen.add(k)
         self.n_items += 1

@@ -260,19 +260,23 @@ def _prefix_attention(query: Any, key: Any, value: Any, attention_mask: Any, pre
 
 
 class _SharedPrefix:
-    """While active, the model's attention layers read the shared prefix from ``prefix_cache`` (one copy, not one
-    per row; :func:`_prefix_attention`). Only for models running the decoding attention (:func:`for_inference`)."""
+    """While active, the attention layers ``modules`` (one per cache layer) read the shared prefix from
+    ``prefix_cache`` (one copy, not one per row; :func:`_prefix_attention`)."""
 
-    def __init__(self, model: Any, prefix_cache: Any) -> None:
+    def __init__(self, modules: list[Any], prefix_cache: Any) -> None:
+        self.modules, self.cache = modules, prefix_cache
+
+    @classmethod
+    def of(cls, model: Any, prefix_cache: Any) -> _SharedPrefix | None:
+        """For a model running the decoding attention (:func:`for_inference`) whose attention layers match the
+        cache's; else ``None`` (each row then gets its own copy of the prefix)."""
+        if getattr(model.config, "_attn_implementation", "") != DECODE_ATTENTION:
+            return None
         layers = {m.layer_idx: m for m in model.modules()
                   if isinstance(getattr(m, "layer_idx", None), int) and hasattr(m, "k_proj")}
-        self.modules = [layers[i] for i in range(len(prefix_cache.layers))] if len(layers) == len(
-            prefix_cache.layers) else []
-        self.cache = prefix_cache
-
-    @property
-    def usable(self) -> bool:
-        return bool(self.modules)
+        if sorted(layers) != list(range(len(prefix_cache.layers))):
+            return None
+        return cls([layers[i] for i in range(len(prefix_cache.layers))], prefix_cache)
 
     def __enter__(self) -> _SharedPrefix:
         for module, layer in zip(self.modules, self.cache.layers):
@@ -617,11 +621,7 @@ def _generate_hf(
     # The shared prefix is computed once. With the decoding attention (for_inference), the rows' caches then hold
     # only their own tokens and every layer reads the prefix from one copy; otherwise each batch gets a copy per row.
     n_prefix, prefix_cache = _prefix_cache(model, ids_all, share_prefix and full_attention)
-    shared = None
-    if (prefix_cache is not None and share_prefix != "copy"
-            and getattr(model.config, "_attn_implementation", "") == DECODE_ATTENTION):
-        shared = _SharedPrefix(model, prefix_cache)
-        shared = shared if shared.usable else None
+    shared = _SharedPrefix.of(model, prefix_cache) if prefix_cache is not None and share_prefix != "copy" else None
 
     def start(indices: list[int]) -> _Batch:
         """Process the prompts of new rows (after the shared prefix) in one forward pass."""
@@ -834,8 +834,9 @@ def predict_file(
         progress: show a progress bar.
         schema: constrain the answers to this JSON schema (``CONSTRAINED`` in the notebooks:
             :func:`kgutils.ontology.decoding_schema`); ``None`` decodes freely.
-        ground_titles: with ``schema``, each passage's answer may name only entities drawn from that passage
-            (:func:`kgutils.ontology.ground_titles`; ``GROUND_TITLES`` in the notebooks): one grammar per passage.
+        ground_titles: in a constrained run (``schema`` given), each passage's answer may name only entities drawn
+            from that passage (:func:`kgutils.ontology.ground_titles`; ``GROUND_TITLES`` in the notebooks): one
+            grammar per passage. Free decoding has no grammar to ground, so there it changes nothing.
         guard: the loop and budget guard: True (json), "code" or False (see :func:`generate_texts`).
         task: ``"graph"``: the study's extraction prompt, answers parsed with the card's parse (``pred_parsed``)
             and :func:`kgutils.formats.parse_output` (``pred_repaired``); ``"spo"``: the Gemma recipe's
@@ -857,8 +858,7 @@ def predict_file(
     if task == "spo" and messages is None:
         raise ValueError("task 'spo' needs messages (row -> chat messages), e.g. kgutils.prompts.spo_messages")
     out = resolve(out_path)
-    if ground_titles and schema is None:
-        raise ValueError("ground_titles needs a schema to ground (constrained decoding)")
+    ground_titles = ground_titles and schema is not None
     decoding = {"constrained": schema is not None, "guard": guard,
                 "schema_sha1": hashlib.sha1(schema_text(schema).encode()).hexdigest()[:12] if schema else None}
     if ground_titles:
@@ -1072,6 +1072,13 @@ def demo_pool(train: list[dict[str, Any]], exclude: Sequence[dict[str, Any]] = (
     return DemoPool(keep, [{**r, "dataset": "passages"} for r in exclude], seed=seed)
 
 
+def ablation_demos(rows: list[dict[str, Any]], pool: Any, k: int) -> dict[str, list[dict[str, Any]]]:
+    """The ``k`` in-context examples of each passage of 07's cells, by passage id: the same ones for every passage
+    (``shared``: their tokens form a prefix computed once), the next ones for a passage that is itself among them."""
+    return {str(r.get("id", n)): pool.pick({**r, "dataset": "passages", "id": r.get("id", n)}, k, shared=True)
+            for n, r in enumerate(rows)}
+
+
 def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: Any, out_path: str | Path, *,
                           batch_size: int = 8, max_new_tokens: int = 512, rationale_tokens: int = 0,
                           guard: bool = True, progress: bool = True) -> dict[str, Any]:
@@ -1090,8 +1097,7 @@ def predict_ablation_cell(lm: Any, cell: Any, rows: list[dict[str, Any]], pool: 
     from .prompts import ablation_messages, parse_ablation_answer
 
     style_guard = ("code" if cell.style == "code" else "json") if guard else False
-    demos = {str(r.get("id", n)): pool.pick({**r, "dataset": "passages", "id": r.get("id", n)}, cell.k, shared=True)
-             for n, r in enumerate(rows)}
+    demos = ablation_demos(rows, pool, cell.k)
     budget = max_new_tokens + (rationale_tokens if cell.rationale else 0)
     out = predict_file(lm, rows, out_path, batch_size=batch_size, max_new_tokens=budget, guard=style_guard,
                        progress=progress,

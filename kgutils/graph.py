@@ -756,6 +756,20 @@ def calibration_outcomes(source: str | Path | Sequence[str | Path] | Sequence[di
     return frame
 
 
+def crossfit_report(outcomes: pd.DataFrame, method: str = "isotonic", folds: int = 5, *, n_resamples: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """The honest before/after of calibrating ``outcomes`` (:func:`calibration_outcomes`): each passage's
+    predictions mapped by a calibrator fitted on the other folds (:func:`crossfit_calibrated`, folds by passage),
+    then :func:`calibration_report` with the bootstrap resampling passages.
+
+    Raises:
+        ValueError: when the folds cannot be formed or a fold's training part has one outcome only.
+    """
+    weights, correct, groups = outcomes["weight"], outcomes["correct"], outcomes["id"].tolist()
+    oof = crossfit_calibrated(weights, correct, groups, k=folds, method=method, seed=seed)
+    return calibration_report(weights, correct, oof, n_resamples=n_resamples, seed=seed, groups=groups)
+
+
 def _ece_brier(w: np.ndarray, y: np.ndarray, idx: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """ECE and Brier of each row of resampled indices ``idx`` (B, n), binned as calibration_summary bins."""
     W, Y = w[idx], y[idx]

@@ -540,12 +540,15 @@ def test_shared_prefix_attention_equals_attention_over_the_whole_context():
 
 
 def test_decoding_with_the_shared_prefix_read_once_gives_the_same_answers(tiny_llama):
-    from kgutils.generate import PREFIX_ATTRIBUTE, _generate_hf, for_inference, render_prompt
+    from kgutils.generate import PREFIX_ATTRIBUTE, _generate_hf, _prefix_cache, _SharedPrefix, for_inference, \
+        render_prompt
 
     lm = for_inference(tiny_llama, "fp32")
     passages = ["BERT was developed by Google.", "Nothing here at all, really.", "GPT-2 extends GPT.",
                 "The Transformer is based on attention, and BERT on the Transformer.", "x"]
     prompts = [render_prompt(lm.tokenizer, p) for p in passages]
+    n_prefix, cache = _prefix_cache(lm.model, lm.tokenizer(prompts, add_special_tokens=False)["input_ids"], True)
+    assert n_prefix >= 8 and _SharedPrefix.of(lm.model, cache) is not None  # the path compared below is taken
     runs = [_generate_hf(lm, prompts, batch_size=2, max_new_tokens=24, desc="", progress=False,
                          sort_by_length=True, stop_bias=0.0, schema=None, guard=False, share_prefix=share)
             for share in (True, False)]
