@@ -982,16 +982,51 @@ def _end_of_answer_id(lm: LoadedModel) -> int:
         return stops[0]
 
 
+def _label_tree(conts: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int], list[list[int]]]:
+    """The answers' token sequences as one prefix tree, for scoring them all in one packed row.
+
+    A node stands for a token prefix that some answer continues (every answer but its last token), so an answer's
+    tokens after the first are predicted at its prefix's node. Returns ``(tokens, parents, depths, paths)``: each
+    node's token, its parent node (-1 for a first token), its depth (0 for a first token), and for each answer the
+    nodes whose logits predict its tokens after the first (``len(answer) - 1`` of them, in order).
+    """
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    index: dict[tuple[int, ...], int] = {}
+    paths: list[list[int]] = []
+    for c in conts:
+        path: list[int] = []
+        for j in range(len(c) - 1):
+            key = tuple(c[: j + 1])
+            if key not in index:
+                index[key] = len(tokens)
+                tokens.append(c[j])
+                parents.append(path[-1] if path else -1)
+                depths.append(j)
+            path.append(index[key])
+        paths.append(path)
+    return tokens, parents, depths, paths
+
+
 def score_choices(
     lm: LoadedModel,
     prompts: Sequence[str],
     choices: Sequence[Sequence[str]],
     *,
+    batch_size: int = 8,
     desc: str = "score",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Score every allowed answer of each prompt by its likelihood: log p(answer tokens, then the end-of-answer
-    token | prompt), the prompt computed once and all its answers in one batched forward pass on its cache.
+    token | prompt), in one forward pass per batch of prompts.
+
+    Each row holds a prompt (after the prompts' shared prefix) followed by its answers packed as a prefix tree
+    (:func:`_label_tree`): a tree node attends to the prompt and to its own ancestors only, and sits at the position
+    its token has in the answer, so every answer is scored exactly as if it followed the prompt alone, while shared
+    answer prefixes (``located_in`` / ``located_near``) are computed once and the prompt's cache is never copied per
+    answer. The prompts' shared token prefix (system turn, shared demonstrations) is computed once; with the
+    decoding attention (:func:`for_inference`) every row reads it from one copy.
 
     Ending with the end-of-answer token makes a label that is a prefix of another (``work`` / ``work_for``)
     compete fairly. ``hf`` engine only.
@@ -1000,10 +1035,11 @@ def score_choices(
         lm: a loaded model (:func:`for_inference` for bf16 on CPU).
         prompts: rendered prompts (chat template applied, generation prompt added).
         choices: the allowed answers of each prompt (e.g. its data set's labels).
+        batch_size: prompts per forward pass (fewer where their logits would exceed about 2^27 values).
 
     Returns:
         One dict per prompt: ``{"text": best answer, "scores": {answer: log-likelihood}, "n_prompt_tokens",
-        "seconds"}``.
+        "n_scored_tokens" (the tree's nodes), "seconds" (its share of its batch's time)}``.
     """
     import torch
 
@@ -1011,47 +1047,86 @@ def score_choices(
         raise ValueError(f"{len(prompts)} prompts but {len(choices)} choice lists")
     if isinstance(lm, VllmModel):
         raise ValueError("score_choices needs a transformers model (load_model), not a vLLM engine")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tok, model = lm.tokenizer, lm.model
     device = next(model.parameters()).device
     end = _end_of_answer_id(lm)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     encoded: dict[str, list[int]] = {}
-    out: list[dict[str, Any]] = []
     ids_all = tok(list(prompts), add_special_tokens=False)["input_ids"]
-    # The prompts' shared token prefix (system turn, shared demonstrations) is computed once; each prompt then
-    # runs its own suffix on a copy of that cache (not for sliding-window models, whose caches are managed apart).
-    n_prefix, prefix_cache = _prefix_cache(model, ids_all, len(ids_all) > 1 and not _has_sliding_layers(model))
-    for ids, opts in zip(progress_bar(ids_all, desc=desc, unit="example", disable=not progress), choices):
+    items = []
+    for i, (ids, opts) in enumerate(zip(ids_all, choices)):
         opts = list(dict.fromkeys(opts))
         if not opts:
-            raise ValueError("a prompt has no choices to score")
-        t0 = time.perf_counter()
-        conts = []
+            raise ValueError(f"prompt {i} has no choices to score")
         for o in opts:
             if o not in encoded:
                 encoded[o] = tok(o, add_special_tokens=False)["input_ids"] + [end]
-            conts.append(encoded[o])
-        with torch.inference_mode():
-            cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else _new_cache(model)
-            first = model(input_ids=torch.tensor([ids[n_prefix:]], device=device), past_key_values=cache,
-                          use_cache=True, position_ids=torch.arange(n_prefix, len(ids), device=device)[None],
-                          logits_to_keep=1).logits[0, -1].float().log_softmax(-1)
-            scores = [float(first[c[0]]) for c in conts]
-            width = max(len(c) for c in conts) - 1
-            if width > 0:
-                cache.batch_repeat_interleave(len(conts))
-                inp = torch.tensor([c[:-1][:width] + [pad] * (width - len(c) + 1) for c in conts], device=device)
-                mask = torch.cat([torch.ones(len(conts), len(ids), dtype=torch.long, device=device),
-                                  torch.tensor([[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in conts],
-                                               device=device)], dim=1)
-                pos = torch.arange(len(ids), len(ids) + width, device=device).expand(len(conts), width)
-                logp = model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True).logits.float().log_softmax(-1)
-                for k, c in enumerate(conts):
-                    scores[k] += float(sum(logp[k, j, c[j + 1]] for j in range(len(c) - 1)))
-        ranked = dict(zip(opts, scores))
-        out.append({"text": max(ranked, key=ranked.get), "scores": ranked, "n_prompt_tokens": len(ids),
-                    "seconds": time.perf_counter() - t0})
+        items.append((ids, opts, _label_tree([encoded[o] for o in opts])))
+    sliding = _has_sliding_layers(model)
+    window = getattr(model.config.get_text_config(), "sliding_window", None) if sliding else None
+    n_prefix, prefix_cache = _prefix_cache(model, ids_all, len(ids_all) > 1 and not sliding)
+    shared = _SharedPrefix.of(model, prefix_cache) if prefix_cache is not None else None
+    vocab = model.config.get_text_config().vocab_size
+    out: list[dict[str, Any]] = []
+    bar = progress_bar(total=len(items), desc=desc, unit="example", disable=not progress)
+    start = 0
+    with torch.inference_mode(), (shared if shared is not None else contextlib.nullcontext()):
+        while start < len(items):
+            # As many prompts as fit the batch and a bound on the logits held at once.
+            stop = start + 1
+            while stop < min(len(items), start + batch_size):
+                width = max(len(ids) - n_prefix + len(tree[0]) for ids, _, tree in items[start:stop + 1])
+                if (stop + 1 - start) * width * vocab > 2 ** 27:
+                    break
+                stop += 1
+            chunk = items[start:stop]
+            t0 = time.perf_counter()
+            lengths = [len(ids) - n_prefix for ids, _, _ in chunk]
+            width = max(n + len(tree[0]) for n, (_, _, tree) in zip(lengths, chunk))
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            positions = torch.zeros((len(chunk), width), dtype=torch.long)
+            allowed = torch.zeros((len(chunk), width, width), dtype=torch.bool)
+            for r, (n, (ids, _, (tokens, parents, depths, _))) in enumerate(zip(lengths, chunk)):
+                input_ids[r, :n] = torch.tensor(ids[n_prefix:])
+                positions[r, :n] = torch.arange(n_prefix, n_prefix + n)
+                allowed[r, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+                for k, (t, parent, depth) in enumerate(zip(tokens, parents, depths)):
+                    q = n + k
+                    input_ids[r, q] = t
+                    positions[r, q] = n_prefix + n + depth
+                    allowed[r, q] = allowed[r, n + parent] if parent >= 0 else allowed[r, n - 1]
+                    allowed[r, q, q] = True
+                for q in range(n + len(tokens), width):  # padding reads itself only
+                    allowed[r, q, q] = True
+            input_ids, positions, allowed = input_ids.to(device), positions.to(device), allowed.to(device)
+            if shared is None and prefix_cache is not None:  # a copy of the prefix per row
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(chunk))
+                allowed = torch.cat([allowed.new_ones(len(chunk), width, n_prefix), allowed], dim=-1)
+                key_positions = torch.cat([torch.arange(n_prefix, device=device).expand(len(chunk), n_prefix),
+                                           positions], dim=1)
+            else:
+                cache, key_positions = None, positions
+            mask: Any = allowed[:, None]
+            if window:
+                near = (positions[:, :, None] - key_positions[:, None, :]) < window
+                mask = {"full_attention": mask, "sliding_attention": (allowed & near)[:, None]}
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           use_cache=cache is not None).logits
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            for r, (n, (ids, opts, (tokens, _, _, paths))) in enumerate(zip(lengths, chunk)):
+                logp = logits[r, n - 1 : n + len(tokens)].float().log_softmax(-1)  # the prompt's last token, nodes
+                scores = {}
+                for o, path in zip(opts, paths):
+                    c = encoded[o]
+                    scores[o] = float(logp[0, c[0]]) + sum(float(logp[1 + node, t]) for node, t in zip(path, c[1:]))
+                out.append({"text": max(scores, key=scores.get), "scores": scores, "n_prompt_tokens": len(ids),
+                            "n_scored_tokens": len(tokens), "seconds": seconds})
+            bar.update(len(chunk))
+            start = stop
+    bar.close()
     return out
 
 

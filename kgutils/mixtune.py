@@ -988,7 +988,8 @@ def classify(lm: Any, records: list[dict], modes: Iterable[str] = RC_MODES, *, b
     * ``free``: greedy generation; the scorer takes the first line, ``Answer:`` stripped;
     * ``constrained``: greedy generation constrained to the data set's allowed labels
       (:class:`kgutils.decoding.Choices`, the extraction core's xgrammar machinery), one batch group per data set;
-    * ``likelihood``: every allowed label scored by its likelihood (:func:`kgutils.generate.score_choices`).
+    * ``likelihood``: every allowed label scored by its likelihood (:func:`kgutils.generate.score_choices`: the
+      labels packed as a prefix tree after each prompt, ``batch_size`` prompts per forward pass).
 
     Returns:
         mode → ``{"raw": [answer per record], "seconds", "ms_per_example"}``.
@@ -1035,8 +1036,8 @@ def classify(lm: Any, records: list[dict], modes: Iterable[str] = RC_MODES, *, b
                     raw[i] = g["text"]
         else:
             for labs, idx in groups.items():
-                scored = score_choices(lm, [prompts[i] for i in idx], [list(labs)] * len(idx), desc="likelihood",
-                                       progress=progress)
+                scored = score_choices(lm, [prompts[i] for i in idx], [list(labs)] * len(idx), batch_size=batch_size,
+                                       desc="likelihood", progress=progress)
                 for i, sc in zip(idx, scored):
                     raw[i] = sc["text"]
         sec = time.perf_counter() - t0

@@ -318,6 +318,45 @@ def test_likelihood_scores_equal_a_full_forward_pass(tiny_lm):
         assert res["text"] == max(res["scores"], key=res["scores"].get)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("decode", [False, True])
+def test_packed_likelihood_scores_equal_one_pass_per_answer(arch, decode):
+    """Answers packed as a prefix tree after prompts that share a long system turn (the shared-prefix path: one
+    copy read by every row with the decoding attention, a copy per row without it; none for Gemma 3's sliding
+    layers), in batches of several prompts, score as each answer does alone after its prompt."""
+    import torch
+
+    from kgutils.generate import _end_of_answer_id, for_inference, score_choices
+    from kgutils.models import load_model
+
+    lm = load_model(f"tiny:{arch}")
+    if decode:
+        lm = for_inference(lm, "fp32")
+    tok, model = lm.tokenizer, lm.model
+    system = "Label the relation between the two marked entities. " * 3
+    prompts = [tok.apply_chat_template([{"role": "system", "content": system},
+                                        {"role": "user", "content": "Sentence: " + "word " * (i * 3) + f"case {i}"}],
+                                       tokenize=False, add_generation_prompt=True) for i in range(5)]
+    prompts[3] = prompts[3].replace("case 3", "word " * 150 + "case 3")  # longer than Gemma's tiny window (128)
+    labels = ["located_in", "located_near", "located", "work_for", "work", "no_relation", "org:founded_by",
+              "org:founded", "per:title"]
+    choices = [labels, labels[:4], labels[3:], ["x"], labels[::-1]]
+    end = _end_of_answer_id(lm)
+    for batch_size in (1, 3):
+        got = score_choices(lm, prompts, choices, batch_size=batch_size, progress=False)
+        for p, opts, res in zip(prompts, choices, got):
+            ids = tok(p, add_special_tokens=False)["input_ids"]
+            assert res["n_scored_tokens"] < sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in opts) + 1
+            for o in opts:
+                cont = tok(o, add_special_tokens=False)["input_ids"] + [end]
+                with torch.no_grad():
+                    logp = model(input_ids=torch.tensor([ids + cont])).logits[0].float().log_softmax(-1)
+                want = sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(cont))
+                assert res["scores"][o] == pytest.approx(want, abs=2e-4), (arch, decode, batch_size, o)
+    with pytest.raises(ValueError, match="prompt 1 has no choices"):
+        score_choices(lm, prompts[:2], [["x"], []], progress=False)
+
+
 def test_classify_modes_on_a_random_model(tiny_lm):
     rows = [{"id": f"q{i}", "prompt": tiny_lm.tokenizer.apply_chat_template(
         [{"role": "user", "content": f"Sentence: thing {i}"}], tokenize=False, add_generation_prompt=True),
