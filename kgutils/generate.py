@@ -41,8 +41,8 @@ from .io import progress as progress_bar
 from .io import resolve
 from .metrics import parse_card_output
 from .models import LoadedModel, choose_gpu_option, model_path
-from .prompts import extraction_messages, extraction_prompt
 from .ontology import ground_titles as ground
+from .prompts import extraction_messages, extraction_prompt
 
 
 def choose_engine(prefer: str = "auto") -> tuple[str, str]:
@@ -194,6 +194,24 @@ def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     prefix = getattr(module, PREFIX_ATTRIBUTE, None)
+    if prefix is not None and not dropout and query.shape[2] > 1:
+        # Prompt processing: SDPA over the prefix (a broadcast view, not copied into the rows' caches) and the rows'
+        # own keys. For long queries it is ×1.7 faster than the cascade below (a 32 x 178 batch: 2.6 s against
+        # 4.5 s), which stays for the decoding steps, where reading the prefix once per step is what pays.
+        pk, pv = prefix
+        b, q_len, s_len = key.shape[0], query.shape[2], key.shape[2]
+        key = torch.cat([pk.unsqueeze(0).expand(b, -1, -1, -1), key], dim=2)
+        value = torch.cat([pv.unsqueeze(0).expand(b, -1, -1, -1), value], dim=2)
+        if attention_mask is not None:
+            own = attention_mask[..., -q_len:, :s_len]
+            if own.dtype != torch.bool:
+                own = own == 0
+        else:  # causal among the new tokens, which are the last q_len of the row's keys
+            own = torch.ones(q_len, s_len, dtype=torch.bool, device=query.device).tril(s_len - q_len)
+            own = own.expand(b, 1, q_len, s_len)
+        seen = torch.ones(*own.shape[:-1], pk.shape[1], dtype=torch.bool, device=own.device)
+        return sdpa_attention_forward(module, query, key, value, torch.cat([seen, own], dim=-1), scaling=scaling,
+                                      **{k: v for k, v in kwargs.items() if k != "is_causal"})
     if prefix is not None and not dropout:
         return _prefix_attention(query, key, value, attention_mask, prefix, scaling), None
     if query.shape[2] != 1 or dropout:
@@ -333,6 +351,16 @@ def for_inference(lm: LoadedModel | VllmModel, precision: str = "auto") -> Loade
     dtype = torch.bfloat16 if chosen == "bf16" else torch.float32
     if next(model.parameters()).dtype != dtype:
         model = (copy.deepcopy(model) if model is lm.model else model).to(dtype)
+    if next(model.parameters()).device.type == "cpu" and not all(p.requires_grad for p in model.parameters()):
+        # PyTorch's CPU bf16 linear runs 2.4-2.6x slower on weights flagged requires_grad=False, even under
+        # inference_mode (measured here: SmolLM2-135M, a 32 x 178 prompt batch, 4.4 s against 1.85 s; the same
+        # weights loaded into a fresh model take 1.7 s). PEFT freezes the base weights, so every merged adapter
+        # carried the flag. Generation runs under inference_mode, where the flag records nothing.
+        if model is lm.model:
+            model = copy.deepcopy(model)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        notes.append("weights unfrozen (fast CPU kernels)")
     if next(model.parameters()).device.type == "cpu" and getattr(model.config, "_attn_implementation", "") == "sdpa":
         if model is lm.model:
             model = copy.deepcopy(model)

@@ -540,8 +540,14 @@ def test_shared_prefix_attention_equals_attention_over_the_whole_context():
 
 
 def test_decoding_with_the_shared_prefix_read_once_gives_the_same_answers(tiny_llama):
-    from kgutils.generate import PREFIX_ATTRIBUTE, _generate_hf, _prefix_cache, _SharedPrefix, for_inference, \
-        render_prompt
+    from kgutils.generate import (
+        PREFIX_ATTRIBUTE,
+        _generate_hf,
+        _prefix_cache,
+        _SharedPrefix,
+        for_inference,
+        render_prompt,
+    )
 
     lm = for_inference(tiny_llama, "fp32")
     passages = ["BERT was developed by Google.", "Nothing here at all, really.", "GPT-2 extends GPT.",
@@ -554,3 +560,31 @@ def test_decoding_with_the_shared_prefix_read_once_gives_the_same_answers(tiny_l
             for share in (True, False)]
     assert [r["text"] for r in runs[0]] == [r["text"] for r in runs[1]]
     assert not any(hasattr(m, PREFIX_ATTRIBUTE) for m in lm.model.modules())  # nothing left behind
+
+
+def test_for_inference_unfreezes_a_copy_of_frozen_weights_and_leaves_the_model_passed_in_as_it_was(tiny_llama):
+    """PEFT freezes the base weights; on CPU, bf16 linear layers run ×2.4 slower on frozen weights, so the copy
+    for inference carries none, while the trainer's model keeps its flags and the answers do not change."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from kgutils.generate import for_inference, generate_texts, render_prompt
+    from kgutils.models import LoadedModel
+
+    peft_model = get_peft_model(copy.deepcopy(tiny_llama.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    frozen_before = {n for n, p in peft_model.named_parameters() if not p.requires_grad}
+    assert frozen_before  # PEFT froze the base weights
+    lm = LoadedModel(model=peft_model, tokenizer=tiny_llama.tokenizer, spec=tiny_llama.spec, kind=tiny_llama.kind,
+                     stop_token_ids=list(tiny_llama.stop_token_ids), note="", load_seconds=0.0)
+    inf = for_inference(lm, "fp32")
+    assert all(p.requires_grad for p in inf.model.parameters())
+    assert "weights unfrozen" in inf.note
+    assert {n for n, p in peft_model.named_parameters() if not p.requires_grad} == frozen_before
+    prompts = [render_prompt(lm.tokenizer, p) for p in ("BERT was developed by Google.", "Short one.")]
+    frozen_copy = copy.deepcopy(inf.model).requires_grad_(False)
+    as_frozen = LoadedModel(model=frozen_copy, tokenizer=lm.tokenizer, spec=lm.spec, kind=lm.kind,
+                            stop_token_ids=list(lm.stop_token_ids), note="", load_seconds=0.0)
+    got = generate_texts(inf, prompts, batch_size=2, max_new_tokens=12, progress=False, guard=False)
+    want = generate_texts(as_frozen, prompts, batch_size=2, max_new_tokens=12, progress=False, guard=False)
+    assert [g["text"] for g in got] == [w["text"] for w in want]
